@@ -1,0 +1,327 @@
+package batching
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/infergate/infergate"
+)
+
+// formLocked fills b with the next batch to run, highest class first, and
+// returns with b empty and the time at which something may become ready
+// (zero: only an arrival can change that) when nothing is ready now.
+func (s *Scheduler) formLocked(now time.Time, b *batch) (wake time.Time) {
+	b.reqs, b.items = b.reqs[:0], 0
+	s.dropDeadLocked(now)
+	for _, c := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
+		ready, at := s.readyLocked(c, now)
+		if ready {
+			s.takeLocked(c, now, b, s.pol[c].MaxBatchSize)
+			if s.pol[c].FillWithBulk && b.items < s.pol[c].MaxBatchSize {
+				s.fillLocked(infergate.ClassBulk, now, b, s.pol[c].MaxBatchSize)
+			}
+			return time.Time{}
+		}
+		wake = earliest(wake, at)
+	}
+	c := infergate.ClassBulk
+	ready, at := s.readyLocked(c, now)
+	if !ready {
+		return earliest(wake, at)
+	}
+	limit := s.pol[c].MaxBatchSize
+	if s.q[infergate.ClassUrgent].len()+s.q[infergate.ClassNormal].len() > 0 && !wake.IsZero() {
+		// Bulk takes only the capacity the other classes leave: the
+		// largest batch whose measured execution time ends before the
+		// next moment another class may become ready.
+		limit = s.fitLocked(limit, wake.Sub(now))
+		if limit == 0 {
+			return wake
+		}
+	}
+	s.takeLocked(c, now, b, limit)
+	return time.Time{}
+}
+
+// fitLocked returns the largest batch size <= limit, halving, whose
+// estimated execution time fits in d; 0 if none does.
+func (s *Scheduler) fitLocked(limit int, d time.Duration) int {
+	for n := limit; n >= 1; n /= 2 {
+		est, ok := s.lat.Estimate(n)
+		if !ok || est <= d {
+			return n
+		}
+	}
+	return 0
+}
+
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero():
+		return a
+	case b.Before(a):
+		return b
+	}
+	return a
+}
+
+// dropDeadLocked completes, without running them, the requests at the head
+// of each queue whose client is gone or whose deadline has passed. Requests
+// further back are checked again when they are taken.
+func (s *Scheduler) dropDeadLocked(now time.Time) {
+	for _, c := range infergate.Classes {
+		q := &s.q[c]
+		for q.len() > 0 {
+			r := q.front()
+			if !s.deadLocked(r, now) {
+				break
+			}
+			q.popFront()
+			s.total--
+		}
+	}
+}
+
+// deadLocked reports whether r must not run, completing it if so.
+func (s *Scheduler) deadLocked(r *request, now time.Time) bool {
+	if r.ctx.Err() != nil {
+		s.finishLocked(r, canceledErr(r.ctx), OutcomeCanceled)
+		return true
+	}
+	if !r.deadline.IsZero() && !now.Before(r.deadline) && s.pol[r.class].TimeoutAction == Reject {
+		s.finishLocked(r, infergate.Errorf(infergate.EDeadline, "request timed out after %s in the %s queue", now.Sub(r.enq).Round(time.Microsecond), r.class), OutcomeExpired)
+		return true
+	}
+	return false
+}
+
+// readyLocked applies class c's policy: whether a batch should fire now,
+// and if not, when it may.
+func (s *Scheduler) readyLocked(c infergate.Class, now time.Time) (bool, time.Time) {
+	q := &s.q[c]
+	if q.len() == 0 {
+		return false, time.Time{}
+	}
+	if s.closed {
+		return true, time.Time{} // flush on shutdown
+	}
+	p := &s.pol[c]
+	// Deadline pressure: fire no later than the tightest deadline among
+	// the requests that would be in the batch, minus its measured
+	// execution time.
+	var fireBy time.Time
+	if p.TimeoutAction == Reject {
+		n, tight := 0, time.Time{}
+		for i := 0; i < q.len() && n < p.MaxBatchSize; i++ {
+			r := q.at(i)
+			n += r.items
+			if !r.deadline.IsZero() && (tight.IsZero() || r.deadline.Before(tight)) {
+				tight = r.deadline
+			}
+		}
+		if !tight.IsZero() {
+			est, _ := s.lat.Estimate(min(n, p.MaxBatchSize))
+			// Leave a margin for timer and dispatch delays, so that a
+			// batch fired on pressure does not find its requests expired.
+			fireBy = tight.Add(-est - est/4 - time.Millisecond)
+			if !now.Before(fireBy) {
+				return true, time.Time{}
+			}
+		}
+	}
+	switch p.Kind {
+	case Single:
+		return true, time.Time{}
+	case Size:
+		if q.items >= p.MaxBatchSize {
+			return true, time.Time{}
+		}
+		return false, fireBy
+	case Time:
+		// Ticks are periodic from the scheduler's start; a request waits
+		// for the first tick after it arrived.
+		if head := q.front().enq; !s.nextTick[c].After(head) {
+			k := head.Sub(s.nextTick[c])/p.BatchTimeout + 1
+			s.nextTick[c] = s.nextTick[c].Add(k * p.BatchTimeout)
+		}
+		if !now.Before(s.nextTick[c]) {
+			return true, time.Time{}
+		}
+		return false, earliest(fireBy, s.nextTick[c])
+	default: // Hybrid
+		if q.items >= p.MaxBatchSize {
+			return true, time.Time{}
+		}
+		if len(p.PreferredBatchSizes) > 0 && q.items >= slices.Max(p.PreferredBatchSizes) {
+			return true, time.Time{}
+		}
+		due := q.front().enq.Add(p.MaxQueueDelay)
+		if !now.Before(due) {
+			return true, time.Time{}
+		}
+		return false, earliest(fireBy, due)
+	}
+}
+
+// takeLocked moves requests of class c into b, FIFO, up to limit items. The
+// first live request is always taken, even if it alone exceeds limit.
+func (s *Scheduler) takeLocked(c infergate.Class, now time.Time, b *batch, limit int) {
+	p := &s.pol[c]
+	if p.Kind == Hybrid && len(p.PreferredBatchSizes) > 0 && !s.closed {
+		// Round down to the largest preferred size that can be formed,
+		// unless the delay expired (then send what is there).
+		if q := &s.q[c]; q.len() > 0 && now.Before(q.front().enq.Add(p.MaxQueueDelay)) {
+			best := 0
+			for _, n := range p.PreferredBatchSizes {
+				if n <= min(q.items, limit) && n > best {
+					best = n
+				}
+			}
+			if best > 0 {
+				limit = best
+			}
+		}
+	}
+	if p.Kind == Time {
+		// Advance to the first tick after now.
+		if !now.Before(s.nextTick[c]) {
+			k := now.Sub(s.nextTick[c])/p.BatchTimeout + 1
+			s.nextTick[c] = s.nextTick[c].Add(k * p.BatchTimeout)
+		}
+	}
+	s.fillLocked(c, now, b, limit)
+}
+
+// fillLocked moves live requests of class c into b while they fit in limit.
+func (s *Scheduler) fillLocked(c infergate.Class, now time.Time, b *batch, limit int) {
+	q := &s.q[c]
+	for q.len() > 0 {
+		r := q.front()
+		if s.deadLocked(r, now) {
+			q.popFront()
+			s.total--
+			continue
+		}
+		if len(b.reqs) > 0 && b.items+r.items > limit {
+			return
+		}
+		q.popFront()
+		s.total--
+		b.reqs = append(b.reqs, r)
+		b.items += r.items
+	}
+}
+
+// execute runs b on executor e and completes its requests.
+func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
+	inputs, release := s.concat(b)
+	start := s.clock.Now()
+	outs, err := e.Run(ctx, inputs)
+	end := s.clock.Now()
+	release()
+	busy := end.Sub(start)
+	info := &BatchInfo{Instance: id, Items: b.items, Busy: busy, Err: err}
+	for _, r := range b.reqs {
+		info.Requests[r.class]++
+		info.ItemsBy[r.class] += r.items
+	}
+	for _, c := range infergate.Classes {
+		info.Modes[c] = s.pol[c].Mode
+	}
+	if err == nil {
+		s.lat.Observe(b.items, busy)
+		err = checkOutputs(outs, b)
+	}
+	if d, ok := s.lat.Estimate(1); ok && s.lat.Measured(1) {
+		info.Batch1 = d
+	}
+	s.rec.RecordBatch(s.cfg.Model, info)
+	off := 0
+	for _, r := range b.reqs {
+		queued := start.Sub(r.enq)
+		if err != nil {
+			r.done <- result{err: &infergate.Error{Code: infergate.EInternal, Message: "model execution failed", Err: err}}
+			s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeError, queued, busy)
+			continue
+		}
+		resp := &Response{Outputs: split(outs, b, off, r.items), Queued: queued, Compute: busy, BatchSize: b.items}
+		off += r.items
+		r.done <- result{resp: resp}
+		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, busy)
+	}
+}
+
+// concat joins the requests' inputs along the batch dimension. A batch of
+// one request uses its tensors as they are.
+func (s *Scheduler) concat(b *batch) ([]infergate.Tensor, func()) {
+	if len(b.reqs) == 1 {
+		return b.reqs[0].inputs, func() {}
+	}
+	first := b.reqs[0].inputs
+	out := make([]infergate.Tensor, len(first))
+	var held []*[]byte
+	for i, t := range first {
+		size := 0
+		for _, r := range b.reqs {
+			size += len(r.inputs[i].Data)
+		}
+		bp := s.getBuf(size)
+		held = append(held, bp)
+		data := (*bp)[:0]
+		for _, r := range b.reqs {
+			data = append(data, r.inputs[i].Data...)
+		}
+		shape := slices.Clone(t.Shape)
+		shape[0] = int64(b.items)
+		out[i] = infergate.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: data}
+	}
+	return out, func() {
+		for _, bp := range held {
+			s.bufs.Put(bp)
+		}
+	}
+}
+
+func (s *Scheduler) getBuf(size int) *[]byte {
+	if v, ok := s.bufs.Get().(*[]byte); ok && cap(*v) >= size {
+		return v
+	}
+	b := make([]byte, 0, size)
+	return &b
+}
+
+func checkOutputs(outs []infergate.Tensor, b *batch) error {
+	if len(b.reqs) == 1 {
+		return nil
+	}
+	for _, o := range outs {
+		if len(o.Shape) == 0 || o.Shape[0] != int64(b.items) || len(o.Data)%b.items != 0 {
+			return infergate.Errorf(infergate.EInternal, "output %q has shape %v, not batch %d", o.Name, o.Shape, b.items)
+		}
+	}
+	return nil
+}
+
+// split returns the rows [off, off+n) of each output, sharing memory.
+func split(outs []infergate.Tensor, b *batch, off, n int) []infergate.Tensor {
+	if len(b.reqs) == 1 {
+		return outs
+	}
+	res := make([]infergate.Tensor, len(outs))
+	for i, o := range outs {
+		row := len(o.Data) / b.items
+		shape := slices.Clone(o.Shape)
+		shape[0] = int64(n)
+		res[i] = infergate.Tensor{Name: o.Name, DataType: o.DataType, Shape: shape, Data: o.Data[off*row : (off+n)*row : (off+n)*row]}
+	}
+	return res
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) RecordBatch(string, *BatchInfo) {}
+func (nopRecorder) RecordRequest(string, infergate.Class, Outcome, time.Duration, time.Duration) {
+}

@@ -1,0 +1,378 @@
+package batching
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/perfmodel"
+)
+
+// Executor runs one batch. A model instance (a runtime session) is one;
+// calls to one Executor are serialised by its worker.
+type Executor interface {
+	Run(ctx context.Context, inputs []infergate.Tensor) ([]infergate.Tensor, error)
+}
+
+// Outcome is the fate of a request, used as a metric label.
+type Outcome string
+
+// The outcomes.
+const (
+	OutcomeOK       Outcome = "ok"
+	OutcomeRejected Outcome = "rejected_capacity" // queue full at admission
+	OutcomeShed     Outcome = "shed"              // evicted for a higher class
+	OutcomeExpired  Outcome = "expired"           // deadline passed while queued
+	OutcomeCanceled Outcome = "canceled"          // client went away
+	OutcomeError    Outcome = "error"             // the runtime failed
+)
+
+// BatchInfo describes one executed batch.
+type BatchInfo struct {
+	Instance int
+	Items    int
+	Requests [infergate.NumClasses]int
+	ItemsBy  [infergate.NumClasses]int
+	Modes    [infergate.NumClasses]infergate.Mode
+	Busy     time.Duration
+	// Batch1 is the measured latency of a batch of one at the time, or 0.
+	Batch1 time.Duration
+	Err    error
+}
+
+// Recorder receives what the scheduler measures. Metrics and the cost
+// ledger implement it. Calls come from worker and handler goroutines and
+// must not block.
+type Recorder interface {
+	RecordBatch(model string, b *BatchInfo)
+	RecordRequest(model string, c infergate.Class, o Outcome, queued, compute time.Duration)
+}
+
+// Config configures a Scheduler.
+type Config struct {
+	Model string
+	// MaxBatchSize is the model's maximum batch size; 0 for a model
+	// without a batch dimension (every batch is one request).
+	MaxBatchSize int
+	Policies     [infergate.NumClasses]Policy
+	// MaxTotalQueue bounds the requests queued across classes. When it is
+	// reached, a request of a higher class evicts the newest request of
+	// the lowest class queued. Optional. Defaults to the sum of the class
+	// limits.
+	MaxTotalQueue int
+	Clock         clock.Clock
+	Latency       *perfmodel.Model
+	Recorder      Recorder
+	Logger        *slog.Logger
+}
+
+// Response is a request's result.
+type Response struct {
+	Outputs   []infergate.Tensor
+	Queued    time.Duration
+	Compute   time.Duration
+	BatchSize int
+}
+
+type request struct {
+	ctx      context.Context //nolint:containedctx // a request message handed to a worker
+	class    infergate.Class
+	inputs   []infergate.Tensor
+	items    int
+	enq      time.Time
+	deadline time.Time // zero: none
+	done     chan result
+}
+
+type result struct {
+	resp *Response
+	err  error
+}
+
+// Scheduler queues the requests of one model per class, forms batches by
+// each class's policy and runs them on the model's instances, higher
+// classes first.
+//
+// # Concurrency
+//
+// One mutex guards the queues. Handler goroutines enqueue under it (Submit)
+// and block on their request's done channel; worker goroutines, one per
+// instance, form batches under it and execute them outside it. A request
+// is completed exactly once, by whoever removes it from its queue.
+type Scheduler struct {
+	cfg      Config
+	pol      [infergate.NumClasses]Policy
+	clock    clock.Clock
+	log      *slog.Logger
+	rec      Recorder
+	lat      *perfmodel.Model
+	maxTotal int
+
+	mu        sync.Mutex
+	q         [infergate.NumClasses]queue
+	nextTick  [infergate.NumClasses]time.Time
+	total     int
+	closed    bool
+	instances int
+
+	kick   chan struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	bufs   sync.Pool
+	closeO sync.Once
+}
+
+// New returns a scheduler. Start it with Start.
+func New(cfg Config) *Scheduler {
+	s := &Scheduler{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, rec: cfg.Recorder, lat: cfg.Latency,
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	if s.clock == nil {
+		s.clock = clock.Real{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.lat == nil {
+		s.lat = perfmodel.New()
+	}
+	if s.rec == nil {
+		s.rec = nopRecorder{}
+	}
+	now := s.clock.Now()
+	sum := 0
+	for _, c := range infergate.Classes {
+		s.pol[c] = cfg.Policies[c].withDefaults(c, cfg.MaxBatchSize)
+		if cfg.MaxBatchSize == 0 {
+			s.pol[c].MaxBatchSize = 1
+		}
+		if s.pol[c].Kind == Time {
+			s.nextTick[c] = now.Add(s.pol[c].BatchTimeout)
+		}
+		sum += s.pol[c].MaxQueueSize
+	}
+	s.maxTotal = cfg.MaxTotalQueue
+	if s.maxTotal == 0 {
+		s.maxTotal = sum
+	}
+	return s
+}
+
+// Policy returns the effective policy of class c.
+func (s *Scheduler) Policy(c infergate.Class) Policy { return s.pol[c] }
+
+// Latency returns the scheduler's live latency model.
+func (s *Scheduler) Latency() *perfmodel.Model { return s.lat }
+
+// Start runs one worker per executor until Close.
+func (s *Scheduler) Start(executors ...Executor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range executors {
+		id := s.instances
+		s.instances++
+		s.wg.Add(1)
+		go s.worker(id, e)
+	}
+}
+
+// QueueLen returns the number of requests queued in class c.
+func (s *Scheduler) QueueLen(c infergate.Class) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.q[c].len()
+}
+
+// Close stops admission, lets the workers finish what is queued, and waits
+// for them. It returns early with ctx's error, failing what is still queued.
+func (s *Scheduler) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.closeO.Do(func() { close(s.stop) })
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for _, c := range infergate.Classes {
+		for s.q[c].len() > 0 {
+			r := s.q[c].popFront()
+			s.finishLocked(r, infergate.Errorf(infergate.EUnavailable, "server shutting down"), OutcomeRejected)
+		}
+	}
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+// Submit queues a request of items items (the batch dimension of inputs)
+// and waits for its result. inputs must already be validated against the
+// model. timeout overrides the class's default timeout when > 0.
+//
+// Errors are *infergate.Error: EOverloaded (with RetryAfterSeconds) when the
+// queue is full or the request was shed, EDeadline when its timeout passed
+// before it ran, ECanceled when ctx ended, EUnavailable after Close, and
+// EInternal when the runtime failed.
+func (s *Scheduler) Submit(ctx context.Context, c infergate.Class, inputs []infergate.Tensor, items int, timeout time.Duration) (*Response, error) {
+	if c >= infergate.NumClasses {
+		return nil, infergate.Errorf(infergate.EInvalid, "unknown class %d", c)
+	}
+	p := &s.pol[c]
+	now := s.clock.Now()
+	r := &request{ctx: ctx, class: c, inputs: inputs, items: max(items, 1), enq: now, done: make(chan result, 1)}
+	if timeout <= 0 {
+		timeout = p.DefaultTimeout
+	}
+	if timeout > 0 {
+		r.deadline = now.Add(timeout)
+	}
+	if err := s.admit(r); err != nil {
+		s.rec.RecordRequest(s.cfg.Model, c, OutcomeRejected, 0, 0)
+		return nil, err
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case res := <-r.done:
+		return res.resp, res.err
+	case <-ctx.Done():
+	}
+	// The client is gone. Take the request out of its queue if it is
+	// still there; a worker that already took it drops the result.
+	s.mu.Lock()
+	if s.q[c].remove(r) {
+		s.total--
+		s.mu.Unlock()
+		s.rec.RecordRequest(s.cfg.Model, c, OutcomeCanceled, s.clock.Now().Sub(r.enq), 0)
+	} else {
+		s.mu.Unlock()
+	}
+	return nil, canceledErr(ctx)
+}
+
+func canceledErr(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, context.DeadlineExceeded) {
+		return &infergate.Error{Code: infergate.EDeadline, Message: "request deadline exceeded", Err: cause}
+	}
+	return &infergate.Error{Code: infergate.ECanceled, Message: "request canceled", Err: cause}
+}
+
+func (s *Scheduler) admit(r *request) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return infergate.Errorf(infergate.EUnavailable, "model %s is shutting down", s.cfg.Model)
+	}
+	c := r.class
+	if lim := s.pol[c].MaxQueueSize; lim > 0 && s.q[c].len() >= lim {
+		return s.overloadedLocked(c, "%s queue of model %s is full (%d requests)", c, s.cfg.Model, lim)
+	}
+	if s.maxTotal > 0 && s.total >= s.maxTotal {
+		// Shed the newest request of the lowest class below c.
+		shed := false
+		for v := infergate.NumClasses - 1; v > int(c); v-- {
+			if s.q[v].len() > 0 {
+				victim := s.q[v].popBack()
+				s.total--
+				err := s.overloadedLocked(infergate.Class(v), "shed for higher-priority traffic on model %s", s.cfg.Model)
+				s.finishLocked(victim, err, OutcomeShed)
+				shed = true
+				break
+			}
+		}
+		if !shed {
+			return s.overloadedLocked(c, "queues of model %s are full (%d requests)", s.cfg.Model, s.maxTotal)
+		}
+	}
+	s.q[c].pushBack(r)
+	s.total++
+	return nil
+}
+
+// overloadedLocked builds a 429 error whose Retry-After is the measured
+// time to drain what is queued at and above class c.
+func (s *Scheduler) overloadedLocked(c infergate.Class, format string, args ...any) error {
+	e := infergate.Errorf(infergate.EOverloaded, format, args...)
+	items := 0
+	for v := 0; v <= int(c); v++ {
+		items += s.q[v].items
+	}
+	e.RetryAfterSeconds = 1
+	mb := s.pol[c].MaxBatchSize
+	if d, ok := s.lat.Estimate(mb); ok && s.instances > 0 {
+		batches := math.Ceil(float64(items) / float64(mb))
+		secs := batches * d.Seconds() / float64(s.instances)
+		e.RetryAfterSeconds = int(min(max(math.Ceil(secs), 1), 60))
+	}
+	return e
+}
+
+// finishLocked completes a request that is out of its queue with an error.
+func (s *Scheduler) finishLocked(r *request, err error, o Outcome) {
+	r.done <- result{err: err}
+	s.rec.RecordRequest(s.cfg.Model, r.class, o, s.clock.Now().Sub(r.enq), 0)
+}
+
+type batch struct {
+	reqs  []*request
+	items int
+}
+
+func (s *Scheduler) worker(id int, e Executor) {
+	defer s.wg.Done()
+	ctx := context.Background()
+	var b batch
+	for {
+		s.mu.Lock()
+		now := s.clock.Now()
+		wake := s.formLocked(now, &b)
+		closedEmpty := s.closed && s.total == 0
+		more := s.total > 0
+		s.mu.Unlock()
+		if len(b.reqs) > 0 {
+			if more {
+				// Let another idle worker look at what is left.
+				select {
+				case s.kick <- struct{}{}:
+				default:
+				}
+			}
+			s.execute(ctx, id, e, &b)
+			continue
+		}
+		if closedEmpty {
+			// Wake the next worker so that it sees the queues are empty.
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+			return
+		}
+		var timerC <-chan time.Time
+		var t clock.Timer
+		if !wake.IsZero() {
+			t = s.clock.NewTimer(wake.Sub(now))
+			timerC = t.C()
+		}
+		select {
+		case <-s.kick:
+		case <-timerC:
+		case <-s.stop:
+			// Closed: formLocked now flushes every queue regardless of
+			// policy, and the worker returns once they are empty.
+		}
+		if t != nil {
+			t.Stop()
+		}
+	}
+}

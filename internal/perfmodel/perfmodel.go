@@ -1,0 +1,132 @@
+// Package perfmodel keeps a live, measured model of a model's execution
+// latency per batch size. The scheduler feeds it every executed batch; the
+// scheduler's deadline checks, the cost ledger's one-by-one baseline, the
+// planner and the adaptive policies read it.
+//
+// Nothing in it is a constant: a batch size that was never executed is
+// estimated by interpolating between measured neighbours, and Estimate
+// reports false when nothing has been measured yet.
+package perfmodel
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Alpha is the weight of a new observation in the moving average.
+const Alpha = 0.1
+
+// Point is the measured latency of one batch size.
+type Point struct {
+	BatchSize int     `json:"batch_size"`
+	Count     int64   `json:"count"`
+	MeanMS    float64 `json:"mean_ms"` // exponentially weighted mean
+	MinMS     float64 `json:"min_ms"`
+	LastMS    float64 `json:"last_ms"`
+	// ItemsPerSec is BatchSize / mean latency.
+	ItemsPerSec float64 `json:"items_per_sec"`
+}
+
+type stat struct {
+	count int64
+	ewma  float64 // seconds
+	min   float64
+	last  float64
+}
+
+// Model is a per-batch-size latency model. It is safe for concurrent use.
+type Model struct {
+	mu    sync.RWMutex
+	stats map[int]*stat
+	sizes []int // sorted keys of stats
+}
+
+// New returns an empty model.
+func New() *Model { return &Model{stats: map[int]*stat{}} }
+
+// Observe records that a batch of n items took d to execute.
+func (m *Model) Observe(n int, d time.Duration) {
+	if n <= 0 || d < 0 {
+		return
+	}
+	s := d.Seconds()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.stats[n]
+	if !ok {
+		st = &stat{ewma: s, min: s}
+		m.stats[n] = st
+		i, _ := slices.BinarySearch(m.sizes, n)
+		m.sizes = slices.Insert(m.sizes, i, n)
+	}
+	st.count++
+	// The first few observations use a plain running mean so that one
+	// cold-start outlier does not dominate for long.
+	if st.count <= 10 {
+		st.ewma += (s - st.ewma) / float64(st.count)
+	} else {
+		st.ewma += Alpha * (s - st.ewma)
+	}
+	st.min = min(st.min, s)
+	st.last = s
+}
+
+// Estimate returns the expected execution time of a batch of n items. Sizes
+// that were measured return their mean; others are interpolated linearly
+// between the nearest measured sizes, or extrapolated at the per-item cost
+// of the nearest measured size. ok is false when nothing is measured.
+func (m *Model) Estimate(n int) (d time.Duration, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if len(m.sizes) == 0 || n <= 0 {
+		return 0, false
+	}
+	if st, ok := m.stats[n]; ok {
+		return seconds(st.ewma), true
+	}
+	i, _ := slices.BinarySearch(m.sizes, n)
+	switch {
+	case i == 0:
+		// Below the smallest measured size: scale its latency down per
+		// item, but not below half of it, since fixed per-batch overheads
+		// dominate at small sizes.
+		lo := m.sizes[0]
+		s := m.stats[lo].ewma
+		return seconds(max(s*float64(n)/float64(lo), s/2)), true
+	case i == len(m.sizes):
+		hi := m.sizes[len(m.sizes)-1]
+		s := m.stats[hi].ewma
+		return seconds(s * float64(n) / float64(hi)), true
+	}
+	lo, hi := m.sizes[i-1], m.sizes[i]
+	a, b := m.stats[lo].ewma, m.stats[hi].ewma
+	f := float64(n-lo) / float64(hi-lo)
+	return seconds(a + f*(b-a)), true
+}
+
+// Measured reports whether batch size n itself has been observed.
+func (m *Model) Measured(n int) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.stats[n]
+	return ok
+}
+
+// Points returns the measured points sorted by batch size.
+func (m *Model) Points() []Point {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Point, 0, len(m.sizes))
+	for _, n := range m.sizes {
+		st := m.stats[n]
+		p := Point{BatchSize: n, Count: st.count, MeanMS: st.ewma * 1e3, MinMS: st.min * 1e3, LastMS: st.last * 1e3}
+		if st.ewma > 0 {
+			p.ItemsPerSec = float64(n) / st.ewma
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
