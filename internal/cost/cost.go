@@ -10,6 +10,7 @@ package cost
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,8 @@ type modelAcct struct {
 	since       time.Time // when instances last changed
 	provisioned float64   // instance-seconds before since
 	busy        float64
+	batches     int64
+	items       int64
 }
 
 // Ledger records batches and reports costs. It is safe for concurrent use.
@@ -106,6 +109,8 @@ func (l *Ledger) RecordBatch(model string, busy time.Duration, shares []Share, b
 	defer l.mu.Unlock()
 	m := l.model(model, l.clock.Now())
 	m.busy += b
+	m.batches++
+	m.items += int64(total)
 	for _, s := range shares {
 		if s.Items == 0 && s.Requests == 0 {
 			continue
@@ -157,6 +162,8 @@ type ModelReport struct {
 	Instances          int     `json:"instances"`
 	ProvisionedSeconds float64 `json:"provisioned_seconds"`
 	BusySeconds        float64 `json:"busy_seconds"`
+	Batches            int64   `json:"batches"`
+	Items              int64   `json:"items"`
 	Utilization        float64 `json:"utilization"`
 	BusyCostUSD        float64 `json:"busy_cost_usd"`
 	IdleCostUSD        float64 `json:"idle_cost_usd"`
@@ -180,7 +187,8 @@ func (l *Ledger) Report() Report {
 	idleShare := map[string]float64{} // idle seconds per busy second
 	for name, m := range l.models {
 		prov := m.provisioned + float64(m.instances)*now.Sub(m.since).Seconds()
-		mr := ModelReport{Model: name, Instances: m.instances, ProvisionedSeconds: prov, BusySeconds: m.busy, BusyCostUSD: m.busy * price}
+		mr := ModelReport{Model: name, Instances: m.instances, ProvisionedSeconds: prov, BusySeconds: m.busy, BusyCostUSD: m.busy * price,
+			Batches: m.batches, Items: m.items}
 		if prov > 0 {
 			mr.Utilization = min(1, m.busy/prov)
 			idle := max(0, prov-m.busy)
@@ -208,25 +216,15 @@ func (l *Ledger) Report() Report {
 		}
 		r.Lines = append(r.Lines, out)
 	}
-	slices.SortFunc(r.Models, func(a, b ModelReport) int { return cmpStr(a.Model, b.Model) })
+	slices.SortFunc(r.Models, func(a, b ModelReport) int { return strings.Compare(a.Model, b.Model) })
 	slices.SortFunc(r.Lines, func(a, b Line) int {
-		if c := cmpStr(a.Model, b.Model); c != 0 {
+		if c := strings.Compare(a.Model, b.Model); c != 0 {
 			return c
 		}
-		if c := cmpStr(a.Class, b.Class); c != 0 {
+		if c := strings.Compare(a.Class, b.Class); c != 0 {
 			return c
 		}
-		return cmpStr(a.Mode, b.Mode)
+		return strings.Compare(a.Mode, b.Mode)
 	})
 	return r
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

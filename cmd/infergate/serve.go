@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/infergate/infergate/internal/assets"
+	"github.com/infergate/infergate/internal/backend"
+	"github.com/infergate/infergate/internal/backend/gorun"
+	"github.com/infergate/infergate/internal/backend/ort"
+	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/config"
+	"github.com/infergate/infergate/internal/cost"
+	"github.com/infergate/infergate/internal/engine"
+	"github.com/infergate/infergate/internal/httpapi"
+	"github.com/infergate/infergate/internal/kserve"
+	"github.com/infergate/infergate/internal/metrics"
+	"github.com/infergate/infergate/internal/onnx"
+)
+
+// serveFlags are the flags shared by serve and the in-process bench.
+type serveFlags struct {
+	configPath, addr, dataDir, runtime, ortLib, repo, logLevel string
+	price                                                      float64
+	instances, threads, maxBatch                               int
+	checkConfig                                                bool
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.configPath, "config", "", "YAML config `file`")
+	fs.StringVar(&f.addr, "addr", "", "listen address (default 127.0.0.1:8080)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data folder (default ./data)")
+	fs.StringVar(&f.runtime, "runtime", "", "auto, onnxruntime or gorun (default auto)")
+	fs.StringVar(&f.ortLib, "ort-lib", "", "path of libonnxruntime.so (default: the fetched copy in the cache)")
+	fs.StringVar(&f.repo, "model-repository", "", "folder of <name>/model.onnx models")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Float64Var(&f.price, "price", -1, "price of one instance-hour in USD (default 0.10)")
+	fs.IntVar(&f.instances, "instances", 0, "instances of the default model (default 1)")
+	fs.IntVar(&f.threads, "threads", -1, "threads per instance of the default model (default: runtime's choice)")
+	fs.IntVar(&f.maxBatch, "max-batch", 0, "max batch size of the default model (default 64)")
+	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration and exit")
+}
+
+// load builds the configuration: defaults, then the file, then flags.
+func (f *serveFlags) load() (config.Config, error) {
+	cfg := config.Default()
+	if f.configPath != "" {
+		var err error
+		if cfg, err = config.Load(f.configPath); err != nil {
+			return cfg, err
+		}
+	}
+	if f.addr != "" {
+		cfg.Addr = f.addr
+	}
+	if f.dataDir != "" {
+		cfg.DataDir = f.dataDir
+	}
+	if f.runtime != "" {
+		cfg.Runtime = f.runtime
+	}
+	if f.ortLib != "" {
+		cfg.ORTLibrary = f.ortLib
+	}
+	if f.repo != "" {
+		cfg.ModelRepository = f.repo
+	}
+	if f.price >= 0 {
+		cfg.PricePerInstanceHour = f.price
+	}
+	return cfg, cfg.Validate()
+}
+
+// defaultModel is the reference model served when nothing is configured.
+func (f *serveFlags) defaultModel(dataDir string) config.Model {
+	m := config.Model{Name: "mlp", Path: filepath.Join(dataDir, "models", "mlp", "model.onnx"), Instances: f.instances, MaxBatchSize: f.maxBatch}
+	if f.threads >= 0 {
+		m.Threads = f.threads
+	}
+	m.ModelDefaults()
+	return m
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f serveFlags
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	models, err := resolveModels(cfg, &f, log)
+	if err != nil {
+		return err
+	}
+	if f.checkConfig {
+		fmt.Fprintln(stderr, "config OK")
+		return nil
+	}
+	srv, err := startServer(ctx, cfg, models, log, nil)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "addr", srv.Addr(), "runtime", srv.eng.RuntimeName())
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-srv.errc:
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Close(sctx)
+}
+
+// resolveModels lists the models to serve: the configured ones, the
+// repository's, or else the reference model, generated on first start.
+func resolveModels(cfg config.Config, f *serveFlags, log *slog.Logger) ([]config.Model, error) {
+	models := append([]config.Model(nil), cfg.Models...)
+	if cfg.ModelRepository != "" {
+		repo, err := config.RepositoryModels(cfg.ModelRepository)
+		if err != nil {
+			return nil, err
+		}
+		models = append(models, repo...)
+	}
+	if len(models) == 0 {
+		m := f.defaultModel(cfg.DataDir)
+		if _, err := os.Stat(m.Path); errors.Is(err, os.ErrNotExist) {
+			log.Info("generating the reference model", "path", m.Path)
+			if err := os.MkdirAll(filepath.Dir(m.Path), 0o755); err != nil {
+				return nil, err
+			}
+			if err := onnx.WriteReferenceModel(m.Path); err != nil {
+				return nil, fmt.Errorf("generate reference model: %w", err)
+			}
+		}
+		models = append(models, m)
+	}
+	for i := range models {
+		models[i].ModelDefaults()
+		if err := models[i].Validate(); err != nil {
+			return nil, fmt.Errorf("model %s: %w", models[i].Name, err)
+		}
+	}
+	return models, nil
+}
+
+// openRuntime picks the model runtime: ONNX Runtime when it loads, else the
+// pure-Go executor (in auto mode), said clearly in the log.
+func openRuntime(cfg config.Config, log *slog.Logger) (backend.Runtime, error) {
+	if cfg.Runtime == "gorun" {
+		return gorun.New(), nil
+	}
+	lib := cfg.ORTLibrary
+	if lib == "" {
+		lib = os.Getenv("INFERGATE_ORT_LIB")
+	}
+	if lib == "" {
+		lib = filepath.Join(assets.DefaultCacheDir(), assets.ORTLibrary.Name)
+	}
+	rt, err := ort.New(lib)
+	if err == nil {
+		return rt, nil
+	}
+	if cfg.Runtime == "onnxruntime" {
+		return nil, fmt.Errorf("onnxruntime: %w (run 'infergate fetch' or 'make fetch' to get the library)", err)
+	}
+	log.Warn("ONNX Runtime could not be loaded; FALLING BACK to the pure-Go executor (slower). Run 'make fetch' to get ONNX Runtime.",
+		"library", lib, "err", err)
+	return gorun.New(), nil
+}
+
+// server is a running infergate.
+type server struct {
+	eng  *engine.Engine
+	http *http.Server
+	ln   net.Listener
+	log  *slog.Logger
+	errc chan error
+	reg  *prometheus.Registry
+}
+
+// Addr is the address the server listens on.
+func (s *server) Addr() string { return s.ln.Addr().String() }
+
+// startServer loads the models and starts listening. rt, if nil, is chosen
+// by openRuntime.
+func startServer(ctx context.Context, cfg config.Config, models []config.Model, log *slog.Logger, rt backend.Runtime) (*server, error) {
+	if rt == nil {
+		var err error
+		if rt, err = openRuntime(cfg, log); err != nil {
+			return nil, err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	clk := clock.Real{}
+	ledger := cost.New(clk, cfg.PricePerInstanceHour)
+	eng := engine.New(engine.Options{Runtime: rt, Ledger: ledger, Metrics: metrics.New(reg, cfg.PricePerInstanceHour),
+		Registerer: reg, Clock: clk, Logger: log})
+	for _, m := range models {
+		if err := eng.Load(ctx, m); err != nil {
+			_ = eng.Close(context.Background())
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = eng.Close(context.Background())
+		return nil, err
+	}
+	h := httpapi.New(eng, reg, httpapi.Options{MaxBodyBytes: cfg.MaxBodyBytes, Version: version,
+		Limits: kserve.Limits{MaxElements: cfg.MaxTensorElements}}, log)
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s := &server{eng: eng, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- err
+		}
+	}()
+	eng.SetReady(true)
+	return s, nil
+}
+
+// Close shuts down in order: readiness off, the HTTP server drains its
+// in-flight requests (which the schedulers still serve), then the
+// schedulers drain and the sessions close.
+func (s *server) Close(ctx context.Context) error {
+	s.eng.SetReady(false)
+	err := s.http.Shutdown(ctx)
+	return errors.Join(err, s.eng.Close(ctx))
+}
+
+func runModelGen(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("model gen", flag.ContinueOnError)
+	out := fs.String("out", "data/models/mlp/model.onnx", "output `file`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return err
+	}
+	if err := onnx.WriteReferenceModel(*out); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, *out)
+	return nil
+}
+
+func runFetch(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("fetch", flag.ContinueOnError)
+	dir := fs.String("cache", assets.DefaultCacheDir(), "cache `folder`")
+	all := fs.Bool("test-models", false, "also fetch the third-party test models")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	list := []assets.Asset{assets.ORTLibrary}
+	if *all {
+		list = append(list, assets.PaddleOCRCls)
+	}
+	for _, a := range list {
+		p, err := assets.Fetch(ctx, *dir, a)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, p)
+	}
+	return nil
+}

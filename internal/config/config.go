@@ -1,0 +1,275 @@
+// Package config holds infergate's configuration: one Config with
+// defaults, loaded from YAML, checked by one Validate that names the bad
+// field.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/batching"
+)
+
+// Config is the server's configuration.
+type Config struct {
+	// Addr is the listen address. Optional. Defaults to 127.0.0.1:8080.
+	Addr string `yaml:"addr"`
+	// DataDir holds the generated reference model and, later, the job
+	// store. Optional. Defaults to ./data.
+	DataDir string `yaml:"data_dir"`
+	// Runtime is auto (ONNX Runtime when it loads, else the pure-Go
+	// executor), onnxruntime or gorun. Optional. Defaults to auto.
+	Runtime string `yaml:"runtime"`
+	// ORTLibrary is the path of libonnxruntime.so. Optional. Defaults to
+	// the fetched copy in the cache folder.
+	ORTLibrary string `yaml:"ort_library"`
+	// PricePerInstanceHour prices one model instance for one hour of
+	// provisioned time, in USD. Optional. Defaults to 0.10.
+	PricePerInstanceHour float64 `yaml:"price_per_instance_hour"`
+	// ModelRepository is a folder of models/<name>/model.onnx with an
+	// optional models/<name>/config.yaml holding a Model. Optional.
+	ModelRepository string `yaml:"model_repository"`
+	// MaxBodyBytes caps an infer request body. Optional. Defaults to 64 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxTensorElements caps the elements of one input tensor. Optional.
+	// Defaults to 16M.
+	MaxTensorElements int64 `yaml:"max_tensor_elements"`
+	// Models are served in addition to the repository's. With neither,
+	// the reference model is generated and served as "mlp".
+	Models []Model `yaml:"models"`
+}
+
+// Model configures one served model.
+type Model struct {
+	Name string `yaml:"name"`
+	// Path of the ONNX file.
+	Path string `yaml:"path"`
+	// Instances is the number of model instances (runtime sessions), each
+	// running one batch at a time. Optional. Defaults to 1.
+	Instances int `yaml:"instances"`
+	// Threads per instance. Optional. 0 lets the runtime choose.
+	Threads int `yaml:"threads"`
+	// MaxBatchSize is the largest batch formed. Optional. Defaults to 64;
+	// 0 after defaults never happens: use 1 for models without a batch
+	// dimension.
+	MaxBatchSize int `yaml:"max_batch_size"`
+	// Classes configures the queue and policy of each class by name
+	// (urgent, normal, bulk). Optional; unset fields take the defaults.
+	Classes map[string]batching.Policy `yaml:"classes"`
+	// WarmupRuns per batch size at startup, which also seed the live
+	// latency model. Optional. Defaults to 3; -1 disables warmup.
+	WarmupRuns int `yaml:"warmup_runs"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		Addr:                 "127.0.0.1:8080",
+		DataDir:              "./data",
+		Runtime:              "auto",
+		PricePerInstanceHour: 0.10,
+		MaxBodyBytes:         64 << 20,
+		MaxTensorElements:    16 << 20,
+	}
+}
+
+// DefaultPolicies are the class policies a model gets unless configured:
+// urgent requests in tiny batches with a 1 ms window, normal requests
+// dynamically batched with a 5 ms window, bulk in large batches.
+func DefaultPolicies(maxBatch int) [infergate.NumClasses]batching.Policy {
+	return [infergate.NumClasses]batching.Policy{
+		infergate.ClassUrgent: {Kind: batching.Hybrid, MaxBatchSize: min(8, maxBatch), MaxQueueDelay: time.Millisecond,
+			MaxQueueSize: 256, DefaultTimeout: time.Second, Mode: infergate.ModeRealtime},
+		infergate.ClassNormal: {Kind: batching.Hybrid, MaxBatchSize: min(32, maxBatch), MaxQueueDelay: 5 * time.Millisecond,
+			MaxQueueSize: 1024, DefaultTimeout: 5 * time.Second, FillWithBulk: true, Mode: infergate.ModeHybrid},
+		infergate.ClassBulk: {Kind: batching.Hybrid, MaxBatchSize: maxBatch, MaxQueueDelay: 20 * time.Millisecond,
+			MaxQueueSize: 4096, Mode: infergate.ModeBatch},
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown fields are errors.
+func Load(path string) (Config, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := Decode(b, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Decode parses YAML into c, keeping c's values for absent fields.
+func Decode(b []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty document (io.EOF) leaves the defaults.
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// ModelDefaults fills a model's unset fields.
+func (m *Model) ModelDefaults() {
+	if m.Instances == 0 {
+		m.Instances = 1
+	}
+	if m.MaxBatchSize == 0 {
+		m.MaxBatchSize = 64
+	}
+	if m.WarmupRuns == 0 {
+		m.WarmupRuns = 3
+	}
+}
+
+// Policies returns the model's effective class policies: the defaults with
+// the configured fields laid over them.
+func (m *Model) Policies() [infergate.NumClasses]batching.Policy {
+	out := DefaultPolicies(m.MaxBatchSize)
+	for name, p := range m.Classes {
+		c, err := infergate.ParseClass(name)
+		if err != nil {
+			continue // Validate reports it
+		}
+		d := out[c]
+		if p.Kind != "" {
+			d.Kind = p.Kind
+		}
+		if p.MaxBatchSize != 0 {
+			d.MaxBatchSize = p.MaxBatchSize
+		}
+		if p.BatchTimeout != 0 {
+			d.BatchTimeout = p.BatchTimeout
+		}
+		if p.MaxQueueDelay != 0 {
+			d.MaxQueueDelay = p.MaxQueueDelay
+		}
+		if p.PreferredBatchSizes != nil {
+			d.PreferredBatchSizes = p.PreferredBatchSizes
+		}
+		if p.MaxQueueSize != 0 {
+			d.MaxQueueSize = p.MaxQueueSize
+		}
+		if p.DefaultTimeout != 0 {
+			d.DefaultTimeout = p.DefaultTimeout
+		}
+		if p.TimeoutAction != "" {
+			d.TimeoutAction = p.TimeoutAction
+		}
+		if p.Mode != "" {
+			d.Mode = p.Mode
+		}
+		d.FillWithBulk = d.FillWithBulk || p.FillWithBulk
+		if d.Kind == batching.Time && d.BatchTimeout == 0 {
+			d.BatchTimeout = 5 * time.Millisecond
+		}
+		out[c] = d
+	}
+	return out
+}
+
+// Validate checks the configuration and names the first bad field.
+func (c *Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("addr: must be set")
+	}
+	switch c.Runtime {
+	case "", "auto", "onnxruntime", "gorun":
+	default:
+		return fmt.Errorf("runtime: %q: want auto, onnxruntime or gorun", c.Runtime)
+	}
+	if c.PricePerInstanceHour < 0 {
+		return fmt.Errorf("price_per_instance_hour: %g: must be >= 0", c.PricePerInstanceHour)
+	}
+	if c.MaxBodyBytes < 1024 {
+		return fmt.Errorf("max_body_bytes: %d: must be >= 1024", c.MaxBodyBytes)
+	}
+	if c.MaxTensorElements < 1 {
+		return fmt.Errorf("max_tensor_elements: %d: must be >= 1", c.MaxTensorElements)
+	}
+	seen := map[string]bool{}
+	for i := range c.Models {
+		m := c.Models[i]
+		m.ModelDefaults()
+		if err := m.Validate(); err != nil {
+			return fmt.Errorf("models[%d]: %w", i, err)
+		}
+		if seen[m.Name] {
+			return fmt.Errorf("models[%d].name: %q is used twice", i, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	return nil
+}
+
+// Validate checks one model, after ModelDefaults.
+func (m *Model) Validate() error {
+	if m.Name == "" || strings.ContainsAny(m.Name, "/ \t\n?#%") {
+		return fmt.Errorf("name: %q: must be non-empty without '/', spaces, '?', '#' or '%%'", m.Name)
+	}
+	if m.Path == "" {
+		return errors.New("path: must be set")
+	}
+	if m.Instances < 1 || m.Instances > 64 {
+		return fmt.Errorf("instances: %d: want 1..64", m.Instances)
+	}
+	if m.Threads < 0 || m.Threads > 256 {
+		return fmt.Errorf("threads: %d: want 0..256", m.Threads)
+	}
+	if m.MaxBatchSize < 1 || m.MaxBatchSize > 4096 {
+		return fmt.Errorf("max_batch_size: %d: want 1..4096", m.MaxBatchSize)
+	}
+	for name := range m.Classes {
+		if _, err := infergate.ParseClass(name); err != nil || (name != "urgent" && name != "normal" && name != "bulk") {
+			return fmt.Errorf("classes.%s: unknown class (want urgent, normal or bulk)", name)
+		}
+	}
+	pols := m.Policies()
+	for _, c := range infergate.Classes {
+		if err := pols[c].Validate(m.MaxBatchSize); err != nil {
+			return fmt.Errorf("classes.%s: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// RepositoryModels lists the models of a Triton-like repository folder:
+// each subfolder with a model.onnx, configured by its config.yaml if any.
+func RepositoryModels(dir string) ([]Model, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("model_repository: %w", err)
+	}
+	var out []Model
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name(), "model.onnx")
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		m := Model{Name: e.Name()}
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "config.yaml")); err == nil {
+			dec := yaml.NewDecoder(bytes.NewReader(b))
+			dec.KnownFields(true)
+			if err := dec.Decode(&m); err != nil && !errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("%s/config.yaml: %w", e.Name(), err)
+			}
+		}
+		m.Name, m.Path = e.Name(), path
+		out = append(out, m)
+	}
+	return out, nil
+}

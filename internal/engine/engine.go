@@ -1,0 +1,296 @@
+// Package engine loads models into runtime sessions (one per instance),
+// warms them up, and puts a batching scheduler in front of each model. It
+// fans what the schedulers measure out to the metrics and the cost ledger.
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/backend"
+	"github.com/infergate/infergate/internal/batching"
+	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/config"
+	"github.com/infergate/infergate/internal/cost"
+	"github.com/infergate/infergate/internal/metrics"
+	"github.com/infergate/infergate/internal/perfmodel"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Model is a loaded model.
+type Model struct {
+	Info     infergate.ModelInfo
+	Sched    *batching.Scheduler
+	sessions []backend.Session
+}
+
+// Options configure an Engine.
+type Options struct {
+	Runtime    backend.Runtime
+	Ledger     *cost.Ledger
+	Metrics    *metrics.Metrics
+	Registerer prometheus.Registerer
+	Clock      clock.Clock
+	Logger     *slog.Logger
+}
+
+// Engine serves a set of models.
+type Engine struct {
+	opt   Options
+	log   *slog.Logger
+	ready atomic.Bool
+
+	mu     sync.RWMutex
+	models map[string]*Model
+}
+
+// New returns an empty engine.
+func New(opt Options) *Engine {
+	if opt.Clock == nil {
+		opt.Clock = clock.Real{}
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Registerer == nil {
+		opt.Registerer = prometheus.NewRegistry()
+	}
+	if opt.Ledger == nil {
+		opt.Ledger = cost.New(opt.Clock, 0)
+	}
+	if opt.Metrics == nil {
+		opt.Metrics = metrics.New(opt.Registerer, opt.Ledger.PricePerHour())
+	}
+	return &Engine{opt: opt, log: opt.Logger, models: map[string]*Model{}}
+}
+
+// Ledger returns the engine's cost ledger.
+func (e *Engine) Ledger() *cost.Ledger { return e.opt.Ledger }
+
+// RuntimeName is the name of the runtime models run on.
+func (e *Engine) RuntimeName() string { return e.opt.Runtime.Name() }
+
+// SetReady marks the engine ready (or not) for traffic.
+func (e *Engine) SetReady(v bool) { e.ready.Store(v) }
+
+// Ready reports whether the engine takes traffic.
+func (e *Engine) Ready() bool { return e.ready.Load() }
+
+// Load opens mc.Instances sessions of the model, warms them up, and starts
+// its scheduler. mc must be validated.
+func (e *Engine) Load(ctx context.Context, mc config.Model) error {
+	mc.ModelDefaults()
+	log := e.log.With("model", mc.Name)
+	var sessions []backend.Session
+	closeAll := func() {
+		for _, s := range sessions {
+			_ = s.Close()
+		}
+	}
+	for i := range mc.Instances {
+		s, err := e.opt.Runtime.Open(mc.Path, backend.Options{Threads: mc.Threads})
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("model %s instance %d: %w", mc.Name, i, err)
+		}
+		sessions = append(sessions, s)
+	}
+	info := infergate.ModelInfo{Name: mc.Name, Version: "1", Platform: "onnx", Runtime: e.opt.Runtime.Name(),
+		Inputs: sessions[0].Inputs(), Outputs: sessions[0].Outputs(), MaxBatchSize: mc.MaxBatchSize}
+	if !batchable(info) {
+		info.MaxBatchSize = 0
+	}
+	lat := perfmodel.New()
+	if mc.WarmupRuns > 0 {
+		start := time.Now()
+		if err := warmup(ctx, sessions, info, mc.WarmupRuns, lat); err != nil {
+			closeAll()
+			return fmt.Errorf("model %s warmup: %w", mc.Name, err)
+		}
+		log.Info("warmed up", "seconds", time.Since(start).Seconds(), "latency", lat.Points())
+	}
+	sched := batching.New(batching.Config{
+		Model: mc.Name, MaxBatchSize: info.MaxBatchSize, Policies: mc.Policies(), Clock: e.opt.Clock,
+		Latency: lat, Recorder: recorder{e.opt.Metrics, e.opt.Ledger}, Logger: log,
+	})
+	execs := make([]batching.Executor, len(sessions))
+	for i, s := range sessions {
+		execs[i] = s
+	}
+	m := &Model{Info: info, Sched: sched, sessions: sessions}
+	e.mu.Lock()
+	if _, dup := e.models[mc.Name]; dup {
+		e.mu.Unlock()
+		closeAll()
+		return fmt.Errorf("model %s is already loaded", mc.Name)
+	}
+	e.models[mc.Name] = m
+	e.mu.Unlock()
+	sched.Start(execs...)
+	e.opt.Ledger.SetInstances(mc.Name, len(sessions))
+	metrics.RegisterModel(e.opt.Registerer, mc.Name, sched.QueueLen,
+		func() int { return len(sessions) },
+		func() float64 { return e.utilization(mc.Name) })
+	log.Info("model loaded", "runtime", info.Runtime, "instances", len(sessions), "threads", mc.Threads, "max_batch_size", info.MaxBatchSize,
+		"inputs", info.Inputs, "outputs", info.Outputs)
+	return nil
+}
+
+func (e *Engine) utilization(model string) float64 {
+	for _, m := range e.opt.Ledger.Report().Models {
+		if m.Model == model {
+			return m.Utilization
+		}
+	}
+	return 0
+}
+
+// batchable reports whether every input and output has a dynamic first
+// dimension, the batch dimension.
+func batchable(info infergate.ModelInfo) bool {
+	for _, s := range slices.Concat(info.Inputs, info.Outputs) {
+		if len(s.Shape) == 0 || s.Shape[0] != -1 {
+			return false
+		}
+	}
+	return len(info.Inputs) > 0
+}
+
+// Model returns a loaded model, or ENotFound.
+func (e *Engine) Model(name string) (*Model, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	m, ok := e.models[name]
+	if !ok {
+		return nil, infergate.Errorf(infergate.ENotFound, "model %q not found", name)
+	}
+	return m, nil
+}
+
+// Models lists the loaded models by name.
+func (e *Engine) Models() []infergate.ModelInfo {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]infergate.ModelInfo, 0, len(e.models))
+	for _, m := range e.models {
+		out = append(out, m.Info)
+	}
+	slices.SortFunc(out, func(a, b infergate.ModelInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Close drains every scheduler (up to ctx's deadline) and closes the
+// sessions.
+func (e *Engine) Close(ctx context.Context) error {
+	e.ready.Store(false)
+	e.mu.Lock()
+	models := e.models
+	e.models = map[string]*Model{}
+	e.mu.Unlock()
+	var errs []error
+	for _, m := range models {
+		errs = append(errs, m.Sched.Close(ctx))
+		for _, s := range m.sessions {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// warmup runs every session at batch sizes 1, 2, 4, ... up to the maximum,
+// discarding each session's first run, and seeds lat with the rest.
+func warmup(ctx context.Context, sessions []backend.Session, info infergate.ModelInfo, runs int, lat *perfmodel.Model) error {
+	sizes := []int{1}
+	for n := 2; n < info.MaxBatchSize; n *= 2 {
+		sizes = append(sizes, n)
+	}
+	if info.MaxBatchSize > 1 {
+		sizes = append(sizes, info.MaxBatchSize)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range sizes {
+		in := SyntheticInputs(info.Inputs, n, rng)
+		for _, s := range sessions {
+			for i := range runs + 1 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				start := time.Now()
+				if _, err := s.Run(ctx, in); err != nil {
+					return fmt.Errorf("batch %d: %w", n, err)
+				}
+				if i > 0 {
+					lat.Observe(n, time.Since(start))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// SyntheticInputs builds inputs of batch n for specs: uniform random values
+// in [-1, 1) for float types, zeros otherwise; dynamic non-batch dimensions
+// are 1.
+func SyntheticInputs(specs []infergate.TensorSpec, n int, rng *rand.Rand) []infergate.Tensor {
+	out := make([]infergate.Tensor, len(specs))
+	for i, s := range specs {
+		shape := slices.Clone(s.Shape)
+		for j, d := range shape {
+			if d < 0 {
+				shape[j] = 1
+			}
+		}
+		if len(shape) > 0 && s.Shape[0] == -1 {
+			shape[0] = int64(n)
+		}
+		count := infergate.NumElements(shape)
+		data := make([]byte, int(count)*s.DataType.Size())
+		switch s.DataType {
+		case infergate.FP32:
+			for k := range int(count) {
+				binary.LittleEndian.PutUint32(data[4*k:], math.Float32bits(rng.Float32()*2-1))
+			}
+		case infergate.FP64:
+			for k := range int(count) {
+				binary.LittleEndian.PutUint64(data[8*k:], math.Float64bits(rng.Float64()*2-1))
+			}
+		}
+		out[i] = infergate.Tensor{Name: s.Name, DataType: s.DataType, Shape: shape, Data: data}
+	}
+	return out
+}
+
+// recorder fans scheduler measurements out to metrics and the ledger.
+type recorder struct {
+	m *metrics.Metrics
+	l *cost.Ledger
+}
+
+func (r recorder) RecordRequest(model string, c infergate.Class, o batching.Outcome, queued, compute time.Duration) {
+	r.m.RecordRequest(model, c, o, queued, compute)
+}
+
+func (r recorder) RecordBatch(model string, b *batching.BatchInfo) {
+	r.m.RecordBatch(model, b)
+	if b.Err != nil {
+		return
+	}
+	shares := make([]cost.Share, 0, infergate.NumClasses)
+	for _, c := range infergate.Classes {
+		if b.ItemsBy[c] > 0 {
+			shares = append(shares, cost.Share{Class: c, Mode: b.Modes[c], Requests: b.Requests[c], Items: b.ItemsBy[c]})
+		}
+	}
+	r.l.RecordBatch(model, b.Busy, shares, b.Batch1)
+}

@@ -1,0 +1,598 @@
+// Package loadgen is the load generator behind `infergate bench`: an
+// open-loop, Poisson-arrival HTTP client for the KServe v2 infer endpoint
+// (Run), a search for the highest rate that still meets a latency SLO
+// (Goodput), and a measurement of a runtime session on its own, without
+// HTTP or scheduling (Raw).
+//
+// Run is coordinated-omission safe: arrivals follow a precomputed schedule
+// that never waits for responses, and each request's latency is measured
+// from the moment it was scheduled to be sent, so a server stall (or a
+// generator that falls behind) shows up in the latency of every request
+// that should have been sent during it.
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/infergate/infergate"
+)
+
+// Defaults applied by Run to zero Config fields.
+const (
+	DefaultMaxInFlight = 4096
+	DefaultTimeout     = 10 * time.Second
+	DefaultSLO         = 100 * time.Millisecond
+	DefaultInputName   = "input"
+	DefaultOutputName  = "logits"
+)
+
+// ClassHeader is the request header that carries the request class.
+const ClassHeader = "X-Infergate-Class"
+
+// DefaultItemShape is the shape of one item of the reference model's input
+// (the request tensor is [1, 768]).
+func DefaultItemShape() []int64 { return []int64{768} }
+
+// ClassMix weights the request classes, e.g. {urgent: 0.1, normal: 0.6,
+// bulk: 0.3}. Weights need not sum to 1. An empty mix sends every request
+// as normal.
+type ClassMix map[infergate.Class]float64
+
+// ParseClassMix parses "urgent=0.1,normal=0.6,bulk=0.3" (class names as
+// accepted by infergate.ParseClass). An empty string is an empty mix.
+func ParseClassMix(s string) (ClassMix, error) {
+	m := ClassMix{}
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("loadgen: class mix entry %q: want class=weight", part)
+		}
+		c, err := infergate.ParseClass(name)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: class mix: %w", err)
+		}
+		w, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil || w < 0 {
+			return nil, fmt.Errorf("loadgen: class mix entry %q: bad weight", part)
+		}
+		m[c] += w
+	}
+	return m, nil
+}
+
+// String formats the mix as ParseClassMix accepts it, highest priority first.
+func (m ClassMix) String() string {
+	var parts []string
+	for _, c := range infergate.Classes {
+		if w, ok := m[c]; ok {
+			parts = append(parts, c.String()+"="+strconv.FormatFloat(w, 'g', -1, 64))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Config configures one load-generation run.
+type Config struct {
+	// URL is the server's base URL, e.g. "http://localhost:8080"; requests go
+	// to {URL}/v2/models/{Model}/infer.
+	URL   string
+	Model string
+	// Rate is the mean arrival rate in requests per second (Poisson).
+	Rate float64
+	// Duration is the measured window; Warmup precedes it. Requests
+	// scheduled during Warmup are sent but not counted.
+	Duration, Warmup time.Duration
+	// Mix weights the request classes; empty sends everything as normal.
+	Mix ClassMix
+	// Payload is "json" (default) or "binary" (Triton binary tensor
+	// extension).
+	Payload string
+	// InputName is the input tensor's name (default "input"). ItemShape is
+	// the shape of one item, without the batch dimension (default [768]);
+	// each request carries one item, so its tensor has shape
+	// [1, ItemShape...]. The data type is always FP32.
+	InputName string
+	ItemShape []int64
+	// OutputName is the output requested as binary data in binary payloads
+	// (default "logits"). JSON payloads request all outputs.
+	OutputName string
+	// SLO is the latency objective per class; classes missing from the map
+	// get DefaultSLO (100ms).
+	SLO map[infergate.Class]time.Duration
+	// Seed seeds the arrival times, class choices and payload data.
+	Seed uint64
+	// MaxInFlight caps outstanding requests (default 4096). A request whose
+	// scheduled send finds the cap reached is not sent and counts as
+	// Dropped (dropped by the client).
+	MaxInFlight int
+	// Timeout bounds each request, and the wait for outstanding requests at
+	// the end of the run (default 10s).
+	Timeout time.Duration
+	// ServerStats, if set, reads the server's counters; Run calls it at the
+	// start and at the end of the measured window and reports both and
+	// their difference (Result.ServerStart, ServerEnd, ServerDelta), so
+	// that server-side figures cover the same window as ThroughputRPS.
+	ServerStats func(ctx context.Context) (map[string]float64, error)
+	// Client is the HTTP client to use. Optional: by default Run builds one
+	// with an HTTP/1.1-only transport that keeps MaxInFlight idle
+	// connections per host, and closes them at the end of the run.
+	Client *http.Client
+
+	// testHookDispatch, when set, runs in the dispatcher just before request
+	// seq is sent (tests use it to make the dispatcher fall behind).
+	testHookDispatch func(seq int)
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.URL == "" {
+		return c, errors.New("loadgen: URL is required")
+	}
+	if c.Model == "" {
+		return c, errors.New("loadgen: Model is required")
+	}
+	if !(c.Rate > 0) {
+		return c, fmt.Errorf("loadgen: rate must be > 0, got %v", c.Rate)
+	}
+	if c.Duration <= 0 {
+		return c, fmt.Errorf("loadgen: duration must be > 0, got %v", c.Duration)
+	}
+	if c.Warmup < 0 {
+		return c, fmt.Errorf("loadgen: warmup must be >= 0, got %v", c.Warmup)
+	}
+	switch strings.ToLower(c.Payload) {
+	case "", "json":
+		c.Payload = "json"
+	case "binary":
+		c.Payload = "binary"
+	default:
+		return c, fmt.Errorf("loadgen: payload %q: want json or binary", c.Payload)
+	}
+	if c.InputName == "" {
+		c.InputName = DefaultInputName
+	}
+	if c.OutputName == "" {
+		c.OutputName = DefaultOutputName
+	}
+	if len(c.ItemShape) == 0 {
+		c.ItemShape = DefaultItemShape()
+	}
+	for _, d := range c.ItemShape {
+		if d <= 0 {
+			return c, fmt.Errorf("loadgen: item shape %v: dimensions must be > 0", c.ItemShape)
+		}
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	slo := make(map[infergate.Class]time.Duration, infergate.NumClasses)
+	for _, cl := range infergate.Classes {
+		slo[cl] = DefaultSLO
+		if d, ok := c.SLO[cl]; ok && d > 0 {
+			slo[cl] = d
+		}
+	}
+	c.SLO = slo
+	return c, nil
+}
+
+// classPicker draws classes according to a ClassMix.
+type classPicker struct {
+	classes []infergate.Class
+	cum     []float64
+}
+
+func newClassPicker(m ClassMix) (*classPicker, error) {
+	p := &classPicker{}
+	total := 0.0
+	for c, w := range m {
+		if int(c) >= infergate.NumClasses {
+			return nil, fmt.Errorf("loadgen: class mix: unknown class %v", c)
+		}
+		if w < 0 || w != w {
+			return nil, fmt.Errorf("loadgen: class mix: bad weight %v for %v", w, c)
+		}
+	}
+	for _, c := range infergate.Classes { // fixed order: deterministic for a seed
+		if w := m[c]; w > 0 {
+			total += w
+			p.classes = append(p.classes, c)
+			p.cum = append(p.cum, total)
+		}
+	}
+	if len(p.classes) == 0 {
+		p.classes = []infergate.Class{infergate.ClassNormal}
+		p.cum = []float64{1}
+	}
+	return p, nil
+}
+
+func (p *classPicker) pick(rng *rand.Rand) infergate.Class {
+	if len(p.classes) == 1 {
+		return p.classes[0]
+	}
+	x := rng.Float64() * p.cum[len(p.cum)-1]
+	for i, c := range p.cum {
+		if x < c {
+			return p.classes[i]
+		}
+	}
+	return p.classes[len(p.classes)-1]
+}
+
+func (p *classPicker) has(c infergate.Class) bool {
+	for _, x := range p.classes {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// classStats accumulates the outcomes of one class's measured requests.
+type classStats struct {
+	sent, ok, rejected, errs, dropped, withinSLO int
+	retryAfter                                   bool
+	lats                                         []time.Duration // OK responses only
+}
+
+type collector struct {
+	mu      sync.Mutex
+	slo     [infergate.NumClasses]time.Duration
+	classes [infergate.NumClasses]classStats
+	status  map[int]int
+}
+
+// record accounts one completed request. status is the HTTP status, or 0
+// for a transport error (err != nil).
+func (c *collector) record(cl infergate.Class, status int, retryAfter bool, err error, lat time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &c.classes[cl]
+	s.sent++
+	c.status[status]++
+	switch {
+	case err != nil:
+		s.errs++
+	case status == http.StatusOK:
+		s.ok++
+		s.lats = append(s.lats, lat)
+		if lat <= c.slo[cl] {
+			s.withinSLO++
+		}
+	case status == http.StatusTooManyRequests:
+		s.rejected++
+		s.retryAfter = s.retryAfter || retryAfter
+	default:
+		s.errs++
+	}
+}
+
+func (c *collector) drop(cl infergate.Class) {
+	c.mu.Lock()
+	c.classes[cl].dropped++
+	c.mu.Unlock()
+}
+
+// newTransport returns an HTTP/1.1-only transport that keeps enough idle
+// connections for maxInFlight concurrent requests to one host.
+func newTransport(maxInFlight int) *http.Transport {
+	return &http.Transport{
+		Proxy: nil, // a benchmark talks to the server directly
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:        maxInFlight,
+		MaxIdleConnsPerHost: maxInFlight,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+		// A non-nil empty map disables HTTP/2 over TLS.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+}
+
+// sender issues one request and reads the response fully.
+type sender struct {
+	client     *http.Client
+	endpoint   string
+	payload    *payload
+	timeout    time.Duration
+	classValue [infergate.NumClasses][]string
+}
+
+// do returns the HTTP status (0 on a transport error) and whether a 429
+// carried Retry-After.
+func (s *sender) do(ctx context.Context, cl infergate.Class, body []byte) (int, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return 0, false, err
+	}
+	req.Header = s.payload.header(s.classValue[cl])
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	// Read the body fully so the connection goes back to the pool.
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return 0, false, err
+	}
+	return resp.StatusCode, resp.Header.Get("Retry-After") != "", nil
+}
+
+// Run drives the server at cfg.Rate requests per second for cfg.Warmup +
+// cfg.Duration and reports on the requests scheduled in the measured
+// window. It waits for outstanding requests (up to cfg.Timeout, then
+// cancels them) before returning, so no request outlives the call.
+//
+// If ctx is canceled, Run stops sending, cancels outstanding requests and
+// returns the partial result together with ctx's error.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	picker, err := newClassPicker(cfg.Mix)
+	if err != nil {
+		return nil, err
+	}
+	base, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("loadgen: bad URL %q: want http(s)://host[:port]", cfg.URL)
+	}
+	endpoint := base.String() + "/v2/models/" + url.PathEscape(cfg.Model) + "/infer"
+	pl, err := buildPayload(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	client := cfg.Client
+	if client == nil {
+		tr := newTransport(cfg.MaxInFlight)
+		defer tr.CloseIdleConnections()
+		client = &http.Client{Transport: tr}
+	}
+	snd := &sender{client: client, endpoint: endpoint, payload: pl, timeout: cfg.Timeout}
+	for _, cl := range infergate.Classes {
+		snd.classValue[cl] = []string{cl.String()}
+	}
+	coll := &collector{status: map[int]int{}}
+	for _, cl := range infergate.Classes {
+		coll.slo[cl] = cfg.SLO[cl]
+	}
+
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	sem := make(chan struct{}, cfg.MaxInFlight)
+	var wg sync.WaitGroup
+	var okInWindow atomic.Int64 // 200s completed in the measured window
+
+	start := time.Now()
+	measureFrom := start.Add(cfg.Warmup)
+	end := measureFrom.Add(cfg.Duration)
+	var cpuStart float64
+	cpuTaken := false
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+
+	var statsWG sync.WaitGroup
+	var statsStart, statsEnd map[string]float64
+	if cfg.ServerStats != nil {
+		statsWG.Add(1)
+		go func() {
+			defer statsWG.Done()
+			if !sleepUntil(runCtx, measureFrom) {
+				return
+			}
+			st, err := cfg.ServerStats(runCtx)
+			if err != nil || !sleepUntil(runCtx, end) {
+				return
+			}
+			en, err := cfg.ServerStats(runCtx)
+			if err == nil {
+				statsStart, statsEnd = st, en
+			}
+		}()
+	}
+
+	var offset time.Duration
+	stoppedAt := end
+	seq := 0
+dispatch:
+	for ; ; seq++ {
+		offset += time.Duration(rng.ExpFloat64() / cfg.Rate * float64(time.Second))
+		sched := start.Add(offset)
+		if !sched.Before(end) {
+			break
+		}
+		cl := picker.pick(rng)
+		body := pl.bodies[rng.IntN(len(pl.bodies))]
+		if wait := time.Until(sched); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				stoppedAt = time.Now()
+				break dispatch
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			stoppedAt = time.Now()
+			break
+		}
+		measured := !sched.Before(measureFrom)
+		if measured && !cpuTaken {
+			cpuStart, cpuTaken = processCPUSeconds(), true
+		}
+		if cfg.testHookDispatch != nil {
+			cfg.testHookDispatch(seq)
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			if measured {
+				coll.drop(cl)
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() {
+				<-sem
+				wg.Done()
+			}()
+			status, retryAfter, err := snd.do(runCtx, cl, body)
+			// Latency runs from the scheduled send time, not the actual
+			// one: coordinated-omission safe.
+			now := time.Now()
+			lat := now.Sub(sched)
+			if err == nil && status == http.StatusOK && !now.Before(measureFrom) && now.Before(end) {
+				okInWindow.Add(1)
+			}
+			if measured {
+				coll.record(cl, status, retryAfter, err, lat)
+			}
+		}()
+	}
+	if !cpuTaken {
+		cpuStart = processCPUSeconds()
+	}
+
+	// Wait for outstanding requests, up to Timeout; then cancel the rest.
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	grace := time.NewTimer(cfg.Timeout)
+	select {
+	case <-done:
+	case <-grace.C:
+		cancelRun()
+		<-done
+	}
+	grace.Stop()
+	cpu := processCPUSeconds() - cpuStart
+	statsWG.Wait()
+
+	window := stoppedAt.Sub(measureFrom)
+	if window < 0 {
+		window = 0
+	}
+	res := coll.result(cfg, picker, window)
+	if window > 0 {
+		res.ThroughputRPS = float64(okInWindow.Load()) / window.Seconds()
+	}
+	res.ClientCPUSeconds = cpu
+	if statsStart != nil && statsEnd != nil {
+		res.ServerStart, res.ServerEnd = statsStart, statsEnd
+		res.ServerDelta = make(map[string]float64, len(statsEnd))
+		for k, v := range statsEnd {
+			res.ServerDelta[k] = v - statsStart[k]
+		}
+	}
+	return res, ctx.Err()
+}
+
+// sleepUntil waits until t or until ctx ends; it reports whether t came.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// result aggregates the collected outcomes. Call it after every request
+// has completed.
+func (c *collector) result(cfg Config, picker *classPicker, window time.Duration) *Result {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res := &Result{
+		Rate:         cfg.Rate,
+		Duration:     window,
+		ByClass:      map[infergate.Class]*ClassResult{},
+		StatusCounts: make(map[int]int, len(c.status)),
+	}
+	for k, v := range c.status {
+		res.StatusCounts[k] = v
+	}
+	var all []time.Duration
+	withinSLO := 0
+	for _, cl := range infergate.Classes {
+		s := &c.classes[cl]
+		if s.sent == 0 && s.dropped == 0 && !picker.has(cl) {
+			continue
+		}
+		lats := s.lats
+		slices.Sort(lats)
+		cr := &ClassResult{
+			Sent: s.sent, OK: s.ok, Rejected429: s.rejected, Errors: s.errs, Dropped: s.dropped,
+			P50: quantile(lats, 0.50), P95: quantile(lats, 0.95), P99: quantile(lats, 0.99),
+			Max: quantile(lats, 1), SLO: c.slo[cl], RetryAfterSeen: s.retryAfter,
+		}
+		if n := s.sent + s.dropped; n > 0 {
+			cr.SLOAttainment = float64(s.withinSLO) / float64(n)
+		}
+		res.ByClass[cl] = cr
+		res.Sent += s.sent
+		res.OK += s.ok
+		res.Rejected429 += s.rejected
+		res.Errors += s.errs
+		res.Dropped += s.dropped
+		withinSLO += s.withinSLO
+		all = append(all, s.lats...)
+	}
+	slices.Sort(all)
+	res.P50, res.P95, res.P99, res.Max = quantile(all, 0.50), quantile(all, 0.95), quantile(all, 0.99), quantile(all, 1)
+	if n := res.Sent + res.Dropped; n > 0 {
+		res.SLOAttainment = float64(withinSLO) / float64(n)
+	}
+	return res
+}
+
+// quantile returns the nearest-rank q-quantile of sorted (0 if empty).
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	n := len(sorted)
+	if n == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(n)-1e-9)) - 1
+	i = max(0, min(i, n-1))
+	return sorted[i]
+}

@@ -1,0 +1,114 @@
+// Package metrics holds infergate's Prometheus collectors behind Record*
+// helpers. Collectors are registered on an injected registerer, never the
+// global one.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/batching"
+)
+
+// Metrics are the server's collectors.
+type Metrics struct {
+	requests     *prometheus.CounterVec
+	queueTime    *prometheus.HistogramVec
+	computeTime  *prometheus.HistogramVec
+	batchSize    *prometheus.HistogramVec
+	inferences   *prometheus.CounterVec
+	executions   *prometheus.CounterVec
+	busy         *prometheus.CounterVec
+	costUSD      *prometheus.CounterVec
+	batchFailure *prometheus.CounterVec
+	price        float64
+}
+
+// New registers the collectors on reg. pricePerHour prices busy time for
+// the cost counter.
+func New(reg prometheus.Registerer, pricePerHour float64) *Metrics {
+	lat := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		price: pricePerHour,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_requests_total", Help: "Inference requests by model, class and outcome.",
+		}, []string{"model", "class", "outcome"}),
+		queueTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "infergate_request_queue_seconds", Help: "Time requests waited in their class queue.", Buckets: lat,
+		}, []string{"model", "class"}),
+		computeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "infergate_request_compute_seconds", Help: "Execution time of the batch a request ran in.", Buckets: lat,
+		}, []string{"model", "class"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "infergate_batch_size", Help: "Items per executed batch.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}, []string{"model"}),
+		inferences: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_inference_count_total", Help: "Items inferred (average batch size = inference_count / execution_count).",
+		}, []string{"model"}),
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_execution_count_total", Help: "Batches executed.",
+		}, []string{"model"}),
+		busy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_instance_busy_seconds_total", Help: "Measured execution time of batches, summed over instances.",
+		}, []string{"model"}),
+		costUSD: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_cost_usd_total", Help: "Busy instance time priced at the configured instance price, by class and mode.",
+		}, []string{"model", "class", "mode"}),
+		batchFailure: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_batch_failures_total", Help: "Batches whose execution failed.",
+		}, []string{"model"}),
+	}
+	reg.MustRegister(m.requests, m.queueTime, m.computeTime, m.batchSize, m.inferences, m.executions, m.busy, m.costUSD, m.batchFailure)
+	return m
+}
+
+// RecordRequest implements batching.Recorder.
+func (m *Metrics) RecordRequest(model string, c infergate.Class, o batching.Outcome, queued, compute time.Duration) {
+	cl := c.String()
+	m.requests.WithLabelValues(model, cl, string(o)).Inc()
+	if o == batching.OutcomeOK {
+		m.queueTime.WithLabelValues(model, cl).Observe(queued.Seconds())
+		m.computeTime.WithLabelValues(model, cl).Observe(compute.Seconds())
+	}
+}
+
+// RecordBatch implements batching.Recorder.
+func (m *Metrics) RecordBatch(model string, b *batching.BatchInfo) {
+	m.executions.WithLabelValues(model).Inc()
+	m.busy.WithLabelValues(model).Add(b.Busy.Seconds())
+	if b.Err != nil {
+		m.batchFailure.WithLabelValues(model).Inc()
+		return
+	}
+	m.inferences.WithLabelValues(model).Add(float64(b.Items))
+	m.batchSize.WithLabelValues(model).Observe(float64(b.Items))
+	for _, c := range infergate.Classes {
+		if b.ItemsBy[c] == 0 {
+			continue
+		}
+		share := b.Busy.Seconds() * float64(b.ItemsBy[c]) / float64(b.Items)
+		m.costUSD.WithLabelValues(model, c.String(), string(b.Modes[c])).Add(share * m.price / 3600)
+	}
+}
+
+// QueueFunc reports a class's queue length.
+type QueueFunc func(c infergate.Class) int
+
+// RegisterModel adds gauges read at scrape time: queue length per class,
+// instances and utilization.
+func RegisterModel(reg prometheus.Registerer, model string, queue QueueFunc, instances func() int, utilization func() float64) {
+	for _, c := range infergate.Classes {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "infergate_queue_length", Help: "Requests queued per model and class.",
+			ConstLabels: prometheus.Labels{"model": model, "class": c.String()},
+		}, func() float64 { return float64(queue(c)) }))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "infergate_instances", Help: "Provisioned model instances.", ConstLabels: prometheus.Labels{"model": model},
+	}, func() float64 { return float64(instances()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "infergate_instance_utilization", Help: "Busy share of provisioned instance time since start.", ConstLabels: prometheus.Labels{"model": model},
+	}, utilization))
+}
