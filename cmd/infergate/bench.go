@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -29,6 +32,8 @@ type benchFlags struct {
 	duration, warmup            time.Duration
 	jsonOut, goodput, raw       bool
 	withRaw                     bool
+	rateXRaw                    float64
+	concurrency                 int
 	sloMS                       float64
 	batches                     string
 	payload, mix                string
@@ -54,6 +59,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.goodput, "goodput", false, "search the highest rate whose p99 meets --slo-ms")
 	fs.BoolVar(&f.raw, "raw", false, "measure the runtime alone at --batch sizes (no server)")
 	fs.BoolVar(&f.withRaw, "with-raw", false, "also measure the runtime alone at the policy's max batch, before the served run, and report the ratio")
+	fs.Float64Var(&f.rateXRaw, "rate-x-raw", 0, "with --with-raw: offer this multiple of the measured raw throughput instead of --rate")
+	fs.IntVar(&f.concurrency, "concurrency", 0, "closed loop: this many clients each send as soon as answered (saturation throughput); overrides --rate")
 	fs.Float64Var(&f.sloMS, "slo-ms", 100, "latency SLO in ms (goodput, SLO attainment, request timeout)")
 	fs.StringVar(&f.batches, "batch", "1,2,4,8,16,32,64", "batch size(s) for --raw, comma-separated")
 	fs.StringVar(&f.payload, "payload", "binary", "tensor encoding: json or binary")
@@ -61,13 +68,25 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&f.maxQueueDelay, "max-queue-delay", 5*time.Millisecond, "hybrid policy's max queue delay")
 	fs.DurationVar(&f.batchTimeout, "batch-timeout", 5*time.Millisecond, "time policy's period")
 	fs.IntVar(&f.policyMaxBatch, "policy-max-batch", 32, "max batch size of the normal class")
-	fs.IntVar(&f.queueSize, "queue", 1024, "max queue size of the normal class")
+	fs.IntVar(&f.queueSize, "queue", 512, "max queue size of the normal class")
 	fs.Float64Var(&f.lo, "lo", 50, "goodput search: lowest rate")
 	fs.Float64Var(&f.hi, "hi", 20000, "goodput search: highest rate")
 	fs.IntVar(&f.steps, "steps", 10, "goodput search: most runs per policy")
 	fs.Uint64Var(&f.seed, "seed", 12345, "seed of arrivals and payloads")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	log, err := newLogger(stderr, f.serve.logLevel)
 	if err != nil {
@@ -96,20 +115,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func benchPolicy(ctx context.Context, f *benchFlags, kind batching.Kind, stderr io.Writer, log *slog.Logger) (map[string]any, error) {
 	slo := time.Duration(f.sloMS * float64(time.Millisecond))
 	out := map[string]any{"policy": string(kind), "payload": f.payload, "slo_ms": f.sloMS}
-	url := f.url
-	var price float64
-	instances := 1
-	if url == "" {
-		cfg, err := f.serve.load()
-		if err != nil {
+	url, rate := f.url, f.rate
+	cfg, err := f.serve.load()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Addr = "127.0.0.1:0"
+	var models []config.Model
+	var target *config.Model
+	var rt backend.Runtime
+	if url == "" || f.withRaw {
+		if models, err = resolveModels(cfg, &f.serve, log); err != nil {
 			return nil, err
 		}
-		cfg.Addr = "127.0.0.1:0"
-		models, err := resolveModels(cfg, &f.serve, log)
-		if err != nil {
-			return nil, err
-		}
-		var target *config.Model
 		for i := range models {
 			if models[i].Name == f.model {
 				target = &models[i]
@@ -129,20 +147,26 @@ func benchPolicy(ctx context.Context, f *benchFlags, kind batching.Kind, stderr 
 		if err := target.Validate(); err != nil {
 			return nil, err
 		}
-		rt, err := openRuntime(cfg, log)
-		if err != nil {
+		if rt, err = openRuntime(cfg, log); err != nil {
 			return nil, err
 		}
 		out["runtime"] = rt.Name()
 		out["instances"], out["threads"] = target.Instances, target.Threads
-		if f.withRaw {
-			r, err := measureRaw(ctx, rt, target, pol.MaxBatchSize, f.duration)
-			if err != nil {
-				return nil, err
-			}
-			out["raw_batch_size"] = r.BatchSize
-			out["raw_items_per_sec"] = r.ItemsPerSec
+	}
+	if f.withRaw {
+		// The runtime alone, before any server work, at the batch size the
+		// served run forms at saturation.
+		r, err := measureRaw(ctx, rt, target, target.Classes["normal"].MaxBatchSize, f.duration)
+		if err != nil {
+			return nil, err
 		}
+		out["raw_batch_size"] = r.BatchSize
+		out["raw_items_per_sec"] = r.ItemsPerSec
+		if f.rateXRaw > 0 {
+			rate = f.rateXRaw * r.ItemsPerSec
+		}
+	}
+	if url == "" {
 		srv, err := startServer(ctx, cfg, models, log, rt)
 		if err != nil {
 			return nil, err
@@ -153,14 +177,19 @@ func benchPolicy(ctx context.Context, f *benchFlags, kind batching.Kind, stderr 
 			_ = srv.Close(sctx)
 		}()
 		url = "http://" + srv.Addr()
-		price, instances = cfg.PricePerInstanceHour, target.Instances
+		out["server"] = "in-process"
+	} else {
+		out["server"] = url
 	}
 	mix, err := loadgen.ParseClassMix(f.mix)
 	if err != nil {
 		return nil, err
 	}
-	lcfg := loadgen.Config{URL: url, Model: f.model, Rate: f.rate, Duration: f.duration, Warmup: f.warmup, Mix: mix,
-		Payload: f.payload, Seed: f.seed, ServerStats: serverStats(url, f.model)}
+	lcfg := loadgen.Config{URL: url, Model: f.model, Rate: rate, Duration: f.duration, Warmup: f.warmup, Mix: mix,
+		Payload: f.payload, Seed: f.seed, ServerStats: serverStats(url, f.model), Concurrency: f.concurrency}
+	if f.concurrency > 0 {
+		out["concurrency"] = f.concurrency
+	}
 	var res *loadgen.Result
 	if f.goodput {
 		best, tried, err := loadgen.Goodput(ctx, lcfg, f.lo, f.hi, slo, f.steps)
@@ -184,7 +213,7 @@ func benchPolicy(ctx context.Context, f *benchFlags, kind batching.Kind, stderr 
 			return nil, err
 		}
 	}
-	addResult(out, res, price, instances)
+	addResult(out, res)
 	if raw, ok := out["raw_items_per_sec"].(float64); ok && raw > 0 {
 		out["served_vs_raw"] = res.ThroughputRPS / raw
 	}
@@ -244,14 +273,20 @@ func ms(d time.Duration) float64 { return d.Seconds() * 1e3 }
 
 // addResult adds a run's client and server figures to out. Server figures
 // are differences of the server's counters over the measured window.
-func addResult(out map[string]any, r *loadgen.Result, price float64, instances int) {
+func addResult(out map[string]any, r *loadgen.Result) {
 	out["rate"] = r.Rate
 	out["duration_s"] = r.Duration.Seconds()
 	out["throughput_rps"] = r.ThroughputRPS
 	out["p50_ms"], out["p95_ms"], out["p99_ms"] = ms(r.P50), ms(r.P95), ms(r.P99)
 	out["slo_attainment"] = r.SLOAttainment
 	out["sent"], out["ok"], out["rejected_429"], out["errors"], out["dropped"] = r.Sent, r.OK, r.Rejected429, r.Errors, r.Dropped
+	// CPU of this process over the run: the load generator alone with
+	// --url, the generator and the server together in-process.
 	out["process_cpu_seconds"] = r.ClientCPUSeconds
+	if r.Duration > 0 {
+		out["process_cpu_cores"] = r.ClientCPUSeconds / r.Duration.Seconds()
+	}
+	out["max_rss_mb"] = maxRSSMB()
 	by := map[string]any{}
 	for c, cr := range r.ByClass {
 		by[c.String()] = map[string]any{"sent": cr.Sent, "ok": cr.OK, "rejected_429": cr.Rejected429, "errors": cr.Errors,
@@ -268,16 +303,13 @@ func addResult(out map[string]any, r *loadgen.Result, price float64, instances i
 	if d["provisioned_seconds"] > 0 {
 		out["utilization"] = d["busy_seconds"] / d["provisioned_seconds"]
 	}
-	if p := r.ServerEnd["price"]; p > 0 {
-		price = p
-	}
+	price := r.ServerEnd["price"]
 	if r.OK > 0 {
 		// Fully loaded: the provisioned instance time of the window.
 		out["cost_per_1k"] = d["provisioned_seconds"] * price / 3600 / float64(r.OK) * 1000
 		// Busy only: the measured execution time of the batches.
 		out["cost_per_1k_busy"] = d["busy_seconds"] * price / 3600 / float64(r.OK) * 1000
 	}
-	_ = instances
 }
 
 func printRuns(w io.Writer, f *benchFlags, runs []map[string]any) error {
@@ -335,15 +367,41 @@ func num(v any, prec int) string {
 	return "-"
 }
 
-// measureRaw opens one session of the model on rt and measures its
-// in-process throughput at batch b.
+// measureRaw measures the runtime alone at batch b: one session per model
+// instance, each run back to back in its own goroutine, as the served
+// configuration runs them. Items/s are summed over the instances; the
+// latency quantiles are the first instance's.
 func measureRaw(ctx context.Context, rt backend.Runtime, m *config.Model, b int, d time.Duration) (*loadgen.RawResult, error) {
-	sess, err := rt.Open(m.Path, backend.Options{Threads: m.Threads})
-	if err != nil {
+	n := max(m.Instances, 1)
+	sessions := make([]backend.Session, 0, n)
+	defer func() {
+		for _, s := range sessions {
+			_ = s.Close()
+		}
+	}()
+	for range n {
+		sess, err := rt.Open(m.Path, backend.Options{Threads: m.Threads})
+		if err != nil {
+			return nil, err
+		}
+		sessions = append(sessions, sess)
+	}
+	results := make([]*loadgen.RawResult, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, s := range sessions {
+		wg.Go(func() { results[i], errs[i] = loadgen.Raw(ctx, s, b, d) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	defer sess.Close()
-	return loadgen.Raw(ctx, sess, b, d)
+	total := *results[0]
+	for _, r := range results[1:] {
+		total.ItemsPerSec += r.ItemsPerSec
+		total.Batches += r.Batches
+	}
+	return &total, nil
 }
 
 func benchRaw(ctx context.Context, f *benchFlags, stdout io.Writer, log *slog.Logger) error {
@@ -379,7 +437,7 @@ func benchRaw(ctx context.Context, f *benchFlags, stdout io.Writer, log *slog.Lo
 			return err
 		}
 		results = append(results, map[string]any{"runtime": rt.Name(), "batch_size": r.BatchSize, "batches": r.Batches,
-			"items_per_sec": r.ItemsPerSec, "p50_ms": ms(r.P50), "p99_ms": ms(r.P99), "threads": target.Threads})
+			"items_per_sec": r.ItemsPerSec, "p50_ms": ms(r.P50), "p99_ms": ms(r.P99), "threads": target.Threads, "instances": target.Instances})
 	}
 	if f.jsonOut {
 		enc := json.NewEncoder(stdout)
@@ -394,6 +452,5 @@ func benchRaw(ctx context.Context, f *benchFlags, stdout io.Writer, log *slog.Lo
 	for _, r := range results {
 		fmt.Fprintf(tw, "%v\t%v\t%s\t%s\t%s\t\n", r["runtime"], r["batch_size"], num(r["items_per_sec"], 0), num(r["p50_ms"], 2), num(r["p99_ms"], 2))
 	}
-	_ = os.Stdout
 	return tw.Flush()
 }

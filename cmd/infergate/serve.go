@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,8 +85,18 @@ func (f *serveFlags) load() (config.Config, error) {
 }
 
 // defaultModel is the reference model served when nothing is configured.
+// Unless flags say otherwise it gets two single-threaded instances on a
+// 2-core machine (one instance per core, up to two, the other cores as
+// intra-op threads): on the 2-core reference machine that served 20-40%
+// more than one 2-thread instance, because a single-threaded session never
+// waits at a thread barrier for a core the HTTP server has taken (see
+// docs/benchmarks.md).
 func (f *serveFlags) defaultModel(dataDir string) config.Model {
 	m := config.Model{Name: "mlp", Path: filepath.Join(dataDir, "models", "mlp", "model.onnx"), Instances: f.instances, MaxBatchSize: f.maxBatch}
+	if m.Instances == 0 {
+		m.Instances = min(max(runtime.NumCPU(), 1), 2)
+	}
+	m.Threads = max(runtime.NumCPU()/m.Instances, 1)
 	if f.threads >= 0 {
 		m.Threads = f.threads
 	}
@@ -157,11 +168,16 @@ func resolveModels(cfg config.Config, f *serveFlags, log *slog.Logger) ([]config
 		}
 		models = append(models, m)
 	}
+	seen := map[string]bool{}
 	for i := range models {
 		models[i].ModelDefaults()
 		if err := models[i].Validate(); err != nil {
 			return nil, fmt.Errorf("model %s: %w", models[i].Name, err)
 		}
+		if seen[models[i].Name] {
+			return nil, fmt.Errorf("model %s: configured twice (config file and model repository)", models[i].Name)
+		}
+		seen[models[i].Name] = true
 	}
 	return models, nil
 }

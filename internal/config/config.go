@@ -8,8 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,11 +92,11 @@ func Default() Config {
 func DefaultPolicies(maxBatch int) [infergate.NumClasses]batching.Policy {
 	return [infergate.NumClasses]batching.Policy{
 		infergate.ClassUrgent: {Kind: batching.Hybrid, MaxBatchSize: min(8, maxBatch), MaxQueueDelay: time.Millisecond,
-			MaxQueueSize: 256, DefaultTimeout: time.Second, Mode: infergate.ModeRealtime},
+			MaxQueueSize: 128, DefaultTimeout: time.Second, Mode: infergate.ModeRealtime},
 		infergate.ClassNormal: {Kind: batching.Hybrid, MaxBatchSize: min(32, maxBatch), MaxQueueDelay: 5 * time.Millisecond,
-			MaxQueueSize: 1024, DefaultTimeout: 5 * time.Second, FillWithBulk: true, Mode: infergate.ModeHybrid},
+			MaxQueueSize: 512, DefaultTimeout: 5 * time.Second, FillWithBulk: true, Mode: infergate.ModeHybrid},
 		infergate.ClassBulk: {Kind: batching.Hybrid, MaxBatchSize: maxBatch, MaxQueueDelay: 20 * time.Millisecond,
-			MaxQueueSize: 4096, Mode: infergate.ModeBatch},
+			MaxQueueSize: 1024, Mode: infergate.ModeBatch},
 	}
 }
 
@@ -111,13 +115,34 @@ func Load(path string) (Config, error) {
 
 // Decode parses YAML into c, keeping c's values for absent fields.
 func Decode(b []byte, c *Config) error {
+	return decodeStrict(b, c)
+}
+
+// decodeStrict decodes the one YAML document of b into v. Unknown fields
+// are errors, and so is a second, non-empty document (it would otherwise
+// be silently ignored); an empty input leaves v as it is.
+func decodeStrict(b []byte, v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	// An empty document (io.EOF) leaves the defaults.
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		return err
 	}
-	return nil
+	for {
+		var extra any
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if extra != nil {
+			return errors.New("yaml: more than one document: put the whole configuration in one")
+		}
+	}
 }
 
 // ModelDefaults fills a model's unset fields.
@@ -189,8 +214,8 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("runtime: %q: want auto, onnxruntime or gorun", c.Runtime)
 	}
-	if c.PricePerInstanceHour < 0 {
-		return fmt.Errorf("price_per_instance_hour: %g: must be >= 0", c.PricePerInstanceHour)
+	if !(c.PricePerInstanceHour >= 0) || math.IsInf(c.PricePerInstanceHour, 1) { // NaN and ±Inf too
+		return fmt.Errorf("price_per_instance_hour: %g: must be a finite number >= 0", c.PricePerInstanceHour)
 	}
 	if c.MaxBodyBytes < 1024 {
 		return fmt.Errorf("max_body_bytes: %d: must be >= 1024", c.MaxBodyBytes)
@@ -230,7 +255,7 @@ func (m *Model) Validate() error {
 	if m.MaxBatchSize < 1 || m.MaxBatchSize > 4096 {
 		return fmt.Errorf("max_batch_size: %d: want 1..4096", m.MaxBatchSize)
 	}
-	for name := range m.Classes {
+	for _, name := range slices.Sorted(maps.Keys(m.Classes)) { // sorted: the same error every time
 		if _, err := infergate.ParseClass(name); err != nil || (name != "urgent" && name != "normal" && name != "bulk") {
 			return fmt.Errorf("classes.%s: unknown class (want urgent, normal or bulk)", name)
 		}
@@ -261,12 +286,15 @@ func RepositoryModels(dir string) ([]Model, error) {
 			continue
 		}
 		m := Model{Name: e.Name()}
-		if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "config.yaml")); err == nil {
-			dec := yaml.NewDecoder(bytes.NewReader(b))
-			dec.KnownFields(true)
-			if err := dec.Decode(&m); err != nil && !errors.Is(err, io.EOF) {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "config.yaml"))
+		switch {
+		case err == nil:
+			if err := decodeStrict(b, &m); err != nil {
 				return nil, fmt.Errorf("%s/config.yaml: %w", e.Name(), err)
 			}
+		case !errors.Is(err, fs.ErrNotExist):
+			// An unreadable config must not be silently replaced by defaults.
+			return nil, fmt.Errorf("model_repository: %w", err)
 		}
 		m.Name, m.Path = e.Name(), path
 		out = append(out, m)

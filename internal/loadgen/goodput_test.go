@@ -16,9 +16,11 @@ func newCapacityServer(t *testing.T) *fakeServer {
 	return f
 }
 
-func TestGoodput(t *testing.T) {
+func TestGoodput(t *testing.T) { forEachTransport(t, testGoodput) }
+
+func testGoodput(t *testing.T, tr string) {
 	f := newCapacityServer(t)
-	cfg := baseConfig(f, 0, 300*time.Millisecond)
+	cfg := baseConfig(f, tr, 0, 300*time.Millisecond)
 	cfg.Warmup = 50 * time.Millisecond
 	t0 := time.Now()
 	best, tried, err := Goodput(context.Background(), cfg, 50, 1600, 80*time.Millisecond, 6)
@@ -49,10 +51,12 @@ func TestGoodput(t *testing.T) {
 	}
 }
 
-func TestGoodputNonePass(t *testing.T) {
+func TestGoodputNonePass(t *testing.T) { forEachTransport(t, testGoodputNonePass) }
+
+func testGoodputNonePass(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.rejectEvery.Store(2)
-	cfg := baseConfig(f, 0, 200*time.Millisecond)
+	cfg := baseConfig(f, tr, 0, 200*time.Millisecond)
 	best, tried, err := Goodput(context.Background(), cfg, 50, 400, 100*time.Millisecond, 4)
 	if !errors.Is(err, ErrNoGoodput) || best != nil || len(tried) != 1 {
 		t.Errorf("got best %v, %d steps, err %v; want ErrNoGoodput after one step", best, len(tried), err)
@@ -62,9 +66,11 @@ func TestGoodputNonePass(t *testing.T) {
 	}
 }
 
-func TestGoodputAllPass(t *testing.T) {
+func TestGoodputAllPass(t *testing.T) { forEachTransport(t, testGoodputAllPass) }
+
+func testGoodputAllPass(t *testing.T, tr string) {
 	f := newFakeServer(t)
-	cfg := baseConfig(f, 0, 200*time.Millisecond)
+	cfg := baseConfig(f, tr, 0, 200*time.Millisecond)
 	best, tried, err := Goodput(context.Background(), cfg, 50, 150, 100*time.Millisecond, 5)
 	if err != nil {
 		t.Fatal(err)
@@ -78,10 +84,14 @@ func TestGoodputAllPass(t *testing.T) {
 // Offered 300 req/s against a capacity of 100 req/s, the reported
 // throughput is what the server delivered in the window, not the offer.
 func TestRunThroughputUnderOverload(t *testing.T) {
+	forEachTransport(t, testRunThroughputUnderOverload)
+}
+
+func testRunThroughputUnderOverload(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.slots = make(chan struct{}, 2)
 	f.latency.Store(int64(20 * time.Millisecond))
-	res, err := Run(context.Background(), baseConfig(f, 300, 200*time.Millisecond))
+	res, err := Run(context.Background(), baseConfig(f, tr, 300, 200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,12 @@ const (
 // ClassHeader is the request header that carries the request class.
 const ClassHeader = "X-Infergate-Class"
 
+// Values of Config.Transport.
+const (
+	TransportFast    = "fast"
+	TransportNetHTTP = "nethttp"
+)
+
 // DefaultItemShape is the shape of one item of the reference model's input
 // (the request tensor is [1, 768]).
 func DefaultItemShape() []int64 { return []int64{768} }
@@ -128,14 +134,35 @@ type Config struct {
 	// Timeout bounds each request, and the wait for outstanding requests at
 	// the end of the run (default 10s).
 	Timeout time.Duration
+	// Concurrency, if > 0, makes the run closed-loop: that many workers
+	// each send a request as soon as their last one is answered, and Rate
+	// is ignored. Use it to measure throughput at saturation without the
+	// cost of rejected requests that an open loop above capacity pays.
+	Concurrency int
 	// ServerStats, if set, reads the server's counters; Run calls it at the
 	// start and at the end of the measured window and reports both and
 	// their difference (Result.ServerStart, ServerEnd, ServerDelta), so
 	// that server-side figures cover the same window as ThroughputRPS.
 	ServerStats func(ctx context.Context) (map[string]float64, error)
-	// Client is the HTTP client to use. Optional: by default Run builds one
-	// with an HTTP/1.1-only transport that keeps MaxInFlight idle
-	// connections per host, and closes them at the end of the run.
+	// Transport picks the HTTP client: "fast" (default) or "nethttp".
+	//
+	// "fast" is a lean HTTP/1.1 client built for this generator: a pool of
+	// keep-alive TCP connections (at most one per request in flight, so at
+	// most MaxInFlight), each request written with one conn.Write of bytes
+	// serialized before the run, and the response parsed in place; it
+	// costs a fraction of net/http's CPU per request, which matters when
+	// the generator shares the machine with the server it measures. It
+	// speaks plain http only: for an https URL, Run uses nethttp instead.
+	//
+	// "nethttp" uses net/http: Client if set, else a client with an
+	// HTTP/1.1-only transport that keeps MaxInFlight idle connections.
+	// Setting Client implies nethttp, whatever Transport says.
+	//
+	// Either way Run closes the connections it opened before returning.
+	Transport string
+	// Client is the HTTP client to use with the nethttp transport (see
+	// Transport); optional. Run uses it as is and leaves its connections
+	// open.
 	Client *http.Client
 
 	// testHookDispatch, when set, runs in the dispatcher just before request
@@ -150,7 +177,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Model == "" {
 		return c, errors.New("loadgen: Model is required")
 	}
-	if !(c.Rate > 0) {
+	if c.Concurrency < 0 {
+		return c, fmt.Errorf("loadgen: concurrency must be >= 0, got %d", c.Concurrency)
+	}
+	if !(c.Rate > 0) && c.Concurrency == 0 {
 		return c, fmt.Errorf("loadgen: rate must be > 0, got %v", c.Rate)
 	}
 	if c.Duration <= 0 {
@@ -166,6 +196,14 @@ func (c Config) withDefaults() (Config, error) {
 		c.Payload = "binary"
 	default:
 		return c, fmt.Errorf("loadgen: payload %q: want json or binary", c.Payload)
+	}
+	switch strings.ToLower(c.Transport) {
+	case "", TransportFast:
+		c.Transport = TransportFast
+	case TransportNetHTTP:
+		c.Transport = TransportNetHTTP
+	default:
+		return c, fmt.Errorf("loadgen: transport %q: want %s or %s", c.Transport, TransportFast, TransportNetHTTP)
 	}
 	if c.InputName == "" {
 		c.InputName = DefaultInputName
@@ -315,7 +353,44 @@ func newTransport(maxInFlight int) *http.Transport {
 	}
 }
 
-// sender issues one request and reads the response fully.
+// requester issues one request, pre-built body number body of class cl,
+// and reads the response fully. It returns the HTTP status (0 with an
+// error on a transport error or timeout) and whether the response carried
+// Retry-After. Implementations: sender (net/http) and fastClient.
+type requester interface {
+	do(ctx context.Context, cl infergate.Class, body int) (status int, retryAfter bool, err error)
+}
+
+// newRequester returns the requester for cfg (defaults applied) and a
+// function that closes the connections it opened. Requests under ctx are
+// canceled when ctx ends.
+func newRequester(ctx context.Context, cfg Config, endpoint string, pl *payload, classes []infergate.Class) (requester, func(), error) {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Transport == TransportFast && cfg.Client == nil && u.Scheme == "http" {
+		port := u.Port()
+		if port == "" {
+			port = "80"
+		}
+		pl.buildRequests(u.RequestURI(), strings.TrimSuffix(u.Host, ":"), classes)
+		fc := newFastClient(ctx, net.JoinHostPort(u.Hostname(), port), &pl.requests, cfg.Timeout)
+		return fc, fc.close, nil
+	}
+	client, closeIdle := cfg.Client, func() {}
+	if client == nil {
+		tr := newTransport(cfg.MaxInFlight)
+		client, closeIdle = &http.Client{Transport: tr}, tr.CloseIdleConnections
+	}
+	snd := &sender{client: client, endpoint: endpoint, payload: pl, timeout: cfg.Timeout}
+	for _, cl := range infergate.Classes {
+		snd.classValue[cl] = []string{cl.String()}
+	}
+	return snd, closeIdle, nil
+}
+
+// sender is the net/http requester.
 type sender struct {
 	client     *http.Client
 	endpoint   string
@@ -324,12 +399,10 @@ type sender struct {
 	classValue [infergate.NumClasses][]string
 }
 
-// do returns the HTTP status (0 on a transport error) and whether a 429
-// carried Retry-After.
-func (s *sender) do(ctx context.Context, cl infergate.Class, body []byte) (int, bool, error) {
+func (s *sender) do(ctx context.Context, cl infergate.Class, body int) (int, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(s.payload.bodies[body]))
 	if err != nil {
 		return 0, false, err
 	}
@@ -373,16 +446,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 
-	client := cfg.Client
-	if client == nil {
-		tr := newTransport(cfg.MaxInFlight)
-		defer tr.CloseIdleConnections()
-		client = &http.Client{Transport: tr}
-	}
-	snd := &sender{client: client, endpoint: endpoint, payload: pl, timeout: cfg.Timeout}
-	for _, cl := range infergate.Classes {
-		snd.classValue[cl] = []string{cl.String()}
-	}
 	coll := &collector{status: map[int]int{}}
 	for _, cl := range infergate.Classes {
 		coll.slo[cl] = cfg.SLO[cl]
@@ -390,6 +453,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
+	snd, closeConns, err := newRequester(runCtx, cfg, endpoint, pl, picker.classes)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConns()
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
 	sem := make(chan struct{}, cfg.MaxInFlight)
 	var wg sync.WaitGroup
@@ -424,63 +492,97 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}()
 	}
 
-	var offset time.Duration
 	stoppedAt := end
-	seq := 0
-dispatch:
-	for ; ; seq++ {
-		offset += time.Duration(rng.ExpFloat64() / cfg.Rate * float64(time.Second))
-		sched := start.Add(offset)
-		if !sched.Before(end) {
-			break
+	if cfg.Concurrency > 0 {
+		// Closed loop: each worker sends its next request as soon as the
+		// last one is answered, so the server is kept saturated without
+		// being overrun. Latency runs from the actual send.
+		for w := range cfg.Concurrency {
+			wrng := rand.New(rand.NewPCG(cfg.Seed+uint64(w)+1, cfg.Seed^0x9e3779b97f4a7c15))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					sent := time.Now()
+					if !sent.Before(end) || runCtx.Err() != nil {
+						return
+					}
+					cl := picker.pick(wrng)
+					status, retryAfter, err := snd.do(runCtx, cl, wrng.IntN(len(pl.bodies)))
+					now := time.Now()
+					if err == nil && status == http.StatusOK && !now.Before(measureFrom) && now.Before(end) {
+						okInWindow.Add(1)
+					}
+					if !sent.Before(measureFrom) {
+						coll.record(cl, status, retryAfter, err, now.Sub(sent))
+					}
+				}
+			}()
 		}
-		cl := picker.pick(rng)
-		body := pl.bodies[rng.IntN(len(pl.bodies))]
-		if wait := time.Until(sched); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				stoppedAt = time.Now()
-				break dispatch
-			case <-timer.C:
-			}
-		} else if ctx.Err() != nil {
-			stoppedAt = time.Now()
-			break
-		}
-		measured := !sched.Before(measureFrom)
-		if measured && !cpuTaken {
+		if sleepUntil(ctx, measureFrom) {
 			cpuStart, cpuTaken = processCPUSeconds(), true
 		}
-		if cfg.testHookDispatch != nil {
-			cfg.testHookDispatch(seq)
+		if !sleepUntil(ctx, end) {
+			stoppedAt = time.Now()
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			if measured {
-				coll.drop(cl)
+	} else {
+		var offset time.Duration
+		seq := 0
+	dispatch:
+		for ; ; seq++ {
+			offset += time.Duration(rng.ExpFloat64() / cfg.Rate * float64(time.Second))
+			sched := start.Add(offset)
+			if !sched.Before(end) {
+				break
 			}
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer func() {
-				<-sem
-				wg.Done()
+			cl := picker.pick(rng)
+			body := rng.IntN(len(pl.bodies))
+			if wait := time.Until(sched); wait > 0 {
+				timer.Reset(wait)
+				select {
+				case <-ctx.Done():
+					stoppedAt = time.Now()
+					break dispatch
+				case <-timer.C:
+				}
+			} else if ctx.Err() != nil {
+				stoppedAt = time.Now()
+				break
+			}
+			measured := !sched.Before(measureFrom)
+			if measured && !cpuTaken {
+				cpuStart, cpuTaken = processCPUSeconds(), true
+			}
+			if cfg.testHookDispatch != nil {
+				cfg.testHookDispatch(seq)
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				if measured {
+					coll.drop(cl)
+				}
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer func() {
+					<-sem
+					wg.Done()
+				}()
+				status, retryAfter, err := snd.do(runCtx, cl, body)
+				// Latency runs from the scheduled send time, not the actual
+				// one: coordinated-omission safe.
+				now := time.Now()
+				lat := now.Sub(sched)
+				if err == nil && status == http.StatusOK && !now.Before(measureFrom) && now.Before(end) {
+					okInWindow.Add(1)
+				}
+				if measured {
+					coll.record(cl, status, retryAfter, err, lat)
+				}
 			}()
-			status, retryAfter, err := snd.do(runCtx, cl, body)
-			// Latency runs from the scheduled send time, not the actual
-			// one: coordinated-omission safe.
-			now := time.Now()
-			lat := now.Sub(sched)
-			if err == nil && status == http.StatusOK && !now.Before(measureFrom) && now.Before(end) {
-				okInWindow.Add(1)
-			}
-			if measured {
-				coll.record(cl, status, retryAfter, err, lat)
-			}
-		}()
+		}
 	}
 	if !cpuTaken {
 		cpuStart = processCPUSeconds()

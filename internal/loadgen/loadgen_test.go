@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -39,14 +40,72 @@ type fakeServer struct {
 	byClass [infergate.NumClasses]atomic.Int64
 	bad     atomic.Int64 // malformed requests
 	badMsg  atomic.Value
+
+	connMu    sync.Mutex
+	conns     int // open connections, server side
+	peakConns int
+	dialed    int // connections accepted
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
 	t.Helper()
 	f := &fakeServer{t: t, stallFor: 300 * time.Millisecond}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.handle))
+	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.handle))
+	f.srv.Config.ConnState = f.connState
+	f.srv.Start()
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+func (f *fakeServer) connState(_ net.Conn, st http.ConnState) {
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	switch st {
+	case http.StateNew:
+		f.conns++
+		f.dialed++
+		f.peakConns = max(f.peakConns, f.conns)
+	case http.StateClosed, http.StateHijacked:
+		f.conns--
+	}
+}
+
+// connStats returns the open, peak and total connections seen server-side.
+func (f *fakeServer) connStats() (open, peak, total int) {
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	return f.conns, f.peakConns, f.dialed
+}
+
+// checkConnsClosed fails unless every connection to the server gets closed
+// soon: Run must close what it opened, idle or not.
+func (f *fakeServer) checkConnsClosed(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		open, peak, total := f.connStats()
+		if open == 0 {
+			if total == 0 {
+				t.Errorf("the server saw no connection")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d of %d connections (peak %d) still open after Run returned", open, total, peak)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// transports lists the values of Config.Transport the Run tests cover.
+var transports = []string{TransportFast, TransportNetHTTP}
+
+// forEachTransport runs test once per transport.
+func forEachTransport(t *testing.T, test func(t *testing.T, tr string)) {
+	for _, tr := range transports {
+		t.Run("transport="+tr, func(t *testing.T) { test(t, tr) })
+	}
 }
 
 func (f *fakeServer) fail(w http.ResponseWriter, msg string) {
@@ -171,16 +230,18 @@ func (f *fakeServer) checkClean(t *testing.T) {
 	}
 }
 
-func baseConfig(f *fakeServer, rate float64, d time.Duration) Config {
-	return Config{URL: f.srv.URL, Model: "m", Rate: rate, Duration: d, Seed: 1, Timeout: 2 * time.Second}
+func baseConfig(f *fakeServer, tr string, rate float64, d time.Duration) Config {
+	return Config{URL: f.srv.URL, Model: "m", Rate: rate, Duration: d, Seed: 1, Timeout: 2 * time.Second, Transport: tr}
 }
 
-func TestRunRateAndNoLeaks(t *testing.T) {
+func TestRunRateAndNoLeaks(t *testing.T) { forEachTransport(t, testRunRateAndNoLeaks) }
+
+func testRunRateAndNoLeaks(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.latency.Store(int64(2 * time.Millisecond))
 	before := runtime.NumGoroutine()
 
-	res, err := Run(context.Background(), baseConfig(f, 200, time.Second))
+	res, err := Run(context.Background(), baseConfig(f, tr, 200, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,8 +275,10 @@ func TestRunRateAndNoLeaks(t *testing.T) {
 		t.Errorf("client cpu %v, want > 0", res.ClientCPUSeconds)
 	}
 
-	// No goroutine outlives Run (the server's connection goroutines exit
-	// once the client closes its idle connections).
+	// Every connection is closed, and no goroutine outlives Run (the
+	// server's connection goroutines exit once the client closes its idle
+	// connections).
+	f.checkConnsClosed(t)
 	deadline := time.Now().Add(2 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -226,12 +289,16 @@ func TestRunRateAndNoLeaks(t *testing.T) {
 	}
 }
 
-func TestRunBinaryPayloadAndWarmup(t *testing.T) {
+func TestRunBinaryPayloadAndWarmup(t *testing.T) { forEachTransport(t, testRunBinaryPayloadAndWarmup) }
+
+func testRunBinaryPayloadAndWarmup(t *testing.T, tr string) {
 	f := newFakeServer(t)
-	cfg := baseConfig(f, 200, 300*time.Millisecond)
+	cfg := baseConfig(f, tr, 200, 300*time.Millisecond)
 	cfg.Warmup = 300 * time.Millisecond
 	cfg.Payload = "binary"
-	cfg.Client = f.srv.Client() // a caller's client is used as is
+	if tr == TransportNetHTTP {
+		cfg.Client = f.srv.Client() // a caller's client is used as is
+	}
 	res, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -249,9 +316,11 @@ func TestRunBinaryPayloadAndWarmup(t *testing.T) {
 	}
 }
 
-func TestRunClassMix(t *testing.T) {
+func TestRunClassMix(t *testing.T) { forEachTransport(t, testRunClassMix) }
+
+func testRunClassMix(t *testing.T, tr string) {
 	f := newFakeServer(t)
-	cfg := baseConfig(f, 400, 600*time.Millisecond)
+	cfg := baseConfig(f, tr, 400, 600*time.Millisecond)
 	cfg.Mix = ClassMix{infergate.ClassUrgent: 0.2, infergate.ClassNormal: 0.5, infergate.ClassBulk: 0.3}
 	cfg.SLO = map[infergate.Class]time.Duration{infergate.ClassUrgent: 20 * time.Millisecond}
 	res, err := Run(context.Background(), cfg)
@@ -281,10 +350,12 @@ func TestRunClassMix(t *testing.T) {
 	}
 }
 
-func TestRun429(t *testing.T) {
+func TestRun429(t *testing.T) { forEachTransport(t, testRun429) }
+
+func testRun429(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.rejectEvery.Store(4) // 25%
-	res, err := Run(context.Background(), baseConfig(f, 300, 500*time.Millisecond))
+	res, err := Run(context.Background(), baseConfig(f, tr, 300, 500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,9 +386,13 @@ func TestRun429(t *testing.T) {
 // open-loop generator measuring from the scheduled time sees it in the
 // latency of all of them, not just one.
 func TestRunCoordinatedOmissionServerStall(t *testing.T) {
+	forEachTransport(t, testRunCoordinatedOmissionServerStall)
+}
+
+func testRunCoordinatedOmissionServerStall(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.stallAt.Store(50) // about 250ms in
-	res, err := Run(context.Background(), baseConfig(f, 200, 900*time.Millisecond))
+	res, err := Run(context.Background(), baseConfig(f, tr, 200, 900*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,8 +418,12 @@ func TestRunCoordinatedOmissionServerStall(t *testing.T) {
 // for 200ms), requests go out late, and their latency still counts from
 // the time they were scheduled.
 func TestRunCoordinatedOmissionGeneratorBehind(t *testing.T) {
+	forEachTransport(t, testRunCoordinatedOmissionGeneratorBehind)
+}
+
+func testRunCoordinatedOmissionGeneratorBehind(t *testing.T, tr string) {
 	f := newFakeServer(t)
-	cfg := baseConfig(f, 200, 600*time.Millisecond)
+	cfg := baseConfig(f, tr, 200, 600*time.Millisecond)
 	cfg.testHookDispatch = func(seq int) {
 		if seq == 30 {
 			time.Sleep(200 * time.Millisecond)
@@ -362,10 +441,12 @@ func TestRunCoordinatedOmissionGeneratorBehind(t *testing.T) {
 	}
 }
 
-func TestRunDropsBeyondMaxInFlight(t *testing.T) {
+func TestRunDropsBeyondMaxInFlight(t *testing.T) { forEachTransport(t, testRunDropsBeyondMaxInFlight) }
+
+func testRunDropsBeyondMaxInFlight(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.latency.Store(int64(100 * time.Millisecond))
-	cfg := baseConfig(f, 200, 300*time.Millisecond)
+	cfg := baseConfig(f, tr, 200, 300*time.Millisecond)
 	cfg.MaxInFlight = 2
 	res, err := Run(context.Background(), cfg)
 	if err != nil {
@@ -383,12 +464,18 @@ func TestRunDropsBeyondMaxInFlight(t *testing.T) {
 	if res.ThroughputRPS > 25 {
 		t.Errorf("throughput %.1f req/s, want at most about 20 (2 at a time, 100ms each)", res.ThroughputRPS)
 	}
+	if _, peak, _ := f.connStats(); peak > cfg.MaxInFlight {
+		t.Errorf("%d connections at once, want at most MaxInFlight = %d", peak, cfg.MaxInFlight)
+	}
+	f.checkConnsClosed(t)
 }
 
-func TestRunTimeout(t *testing.T) {
+func TestRunTimeout(t *testing.T) { forEachTransport(t, testRunTimeout) }
+
+func testRunTimeout(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.latency.Store(int64(time.Second))
-	cfg := baseConfig(f, 100, 200*time.Millisecond)
+	cfg := baseConfig(f, tr, 100, 200*time.Millisecond)
 	cfg.Timeout = 100 * time.Millisecond
 	t0 := time.Now()
 	res, err := Run(context.Background(), cfg)
@@ -401,15 +488,18 @@ func TestRunTimeout(t *testing.T) {
 	if res.Sent == 0 || res.Errors != res.Sent || res.StatusCounts[0] != res.Sent {
 		t.Errorf("want every request to time out as an error, got %+v", res)
 	}
+	f.checkConnsClosed(t)
 }
 
-func TestRunContextCancel(t *testing.T) {
+func TestRunContextCancel(t *testing.T) { forEachTransport(t, testRunContextCancel) }
+
+func testRunContextCancel(t *testing.T, tr string) {
 	f := newFakeServer(t)
 	f.latency.Store(int64(5 * time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()
-	res, err := Run(ctx, baseConfig(f, 100, 10*time.Second))
+	res, err := Run(ctx, baseConfig(f, tr, 100, 10*time.Second))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want deadline exceeded", err)
 	}
@@ -419,6 +509,10 @@ func TestRunContextCancel(t *testing.T) {
 	if res == nil || res.Duration > 500*time.Millisecond || res.OK != 0 {
 		t.Errorf("want a partial result for the 200ms run, got %+v", res)
 	}
+	if res != nil && (res.Sent == 0 || res.Errors != res.Sent) {
+		t.Errorf("want the canceled requests counted as errors, got %+v", res)
+	}
+	f.checkConnsClosed(t)
 }
 
 func TestConfigValidation(t *testing.T) {
@@ -431,6 +525,7 @@ func TestConfigValidation(t *testing.T) {
 		"nan rate":     func(c *Config) { c.Rate = math.NaN() },
 		"no duration":  func(c *Config) { c.Duration = 0 },
 		"payload":      func(c *Config) { c.Payload = "protobuf" },
+		"transport":    func(c *Config) { c.Transport = "http2" },
 		"shape":        func(c *Config) { c.ItemShape = []int64{0} },
 		"weight":       func(c *Config) { c.Mix = ClassMix{infergate.ClassBulk: -1} },
 		"unknown clas": func(c *Config) { c.Mix = ClassMix{infergate.Class(7): 1} },

@@ -18,7 +18,9 @@ const (
 	// the work, few enough that building them costs nothing.
 	numBodies = 16
 	// maxBodyBytes bounds the memory the pre-built bodies take; large
-	// tensors get fewer distinct bodies.
+	// tensors get fewer distinct bodies. Bodies get a quarter of it: the
+	// fast transport's serialized requests hold up to one copy per class
+	// (NumClasses = 3).
 	maxBodyBytes = 64 << 20
 )
 
@@ -28,6 +30,61 @@ type payload struct {
 	bodies      [][]byte
 	contentType []string
 	headerLen   []string // Inference-Header-Content-Length; nil for JSON
+
+	// requests[class][i] is the complete HTTP/1.1 request (head and
+	// bodies[i]) for the fast transport; built by buildRequests for the
+	// classes in the mix only, nil otherwise.
+	requests [infergate.NumClasses][][]byte
+}
+
+// buildRequests serializes, for every class in classes and every body, the
+// whole request the fast transport writes: request line, Host, User-Agent,
+// Content-Type, Content-Length, the class header, Inference-Header-Content-
+// Length for binary payloads, and the body. requestURI is the
+// origin-form target ("/v2/models/m/infer"), host the Host header value.
+//
+// To keep the memory at one copy of the data per class, bodies[i] then
+// points into the first class's requests (same bytes).
+func (p *payload) buildRequests(requestURI, host string, classes []infergate.Class) {
+	for _, cl := range classes {
+		if p.requests[cl] != nil {
+			continue
+		}
+		reqs := make([][]byte, len(p.bodies))
+		for i, body := range p.bodies {
+			head := p.requestHead(requestURI, host, cl, len(body))
+			req := make([]byte, 0, len(head)+len(body))
+			req = append(append(req, head...), body...)
+			reqs[i] = req
+		}
+		p.requests[cl] = reqs
+	}
+	if len(classes) > 0 {
+		for i, req := range p.requests[classes[0]] {
+			n := len(req) - len(p.bodies[i])
+			p.bodies[i] = req[n:len(req):len(req)]
+		}
+	}
+}
+
+// requestHead is the request line and header block of one request.
+func (p *payload) requestHead(requestURI, host string, cl infergate.Class, bodyLen int) []byte {
+	var b []byte
+	b = append(b, "POST "...)
+	b = append(b, requestURI...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, host...)
+	b = append(b, "\r\nUser-Agent: infergate-loadgen\r\nContent-Type: "...)
+	b = append(b, p.contentType[0]...)
+	b = append(b, "\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(bodyLen), 10)
+	b = append(b, "\r\n"+ClassHeader+": "...)
+	b = append(b, cl.String()...)
+	if p.headerLen != nil {
+		b = append(b, "\r\nInference-Header-Content-Length: "...)
+		b = append(b, p.headerLen[0]...)
+	}
+	return append(b, "\r\n\r\n"...)
 }
 
 // header returns a fresh header for one request; the value slices are shared
