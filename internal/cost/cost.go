@@ -210,8 +210,10 @@ func (l *Ledger) Report() Report {
 			out.CostPer1kLoaded = out.CostUSD * (1 + idleShare[k.model]) / float64(ln.requests) * 1000
 		}
 		if ln.oneByOneKnown && ln.oneByOne > 0 {
+			// The saving is a ratio of times, so that a price of 0 gives
+			// a saving rather than 0/0 (NaN, which JSON cannot encode).
 			c := ln.oneByOne * price
-			s := 1 - out.CostUSD/c
+			s := 1 - ln.busy/ln.oneByOne
 			out.OneByOneCostUSD, out.Saving = &c, &s
 		}
 		r.Lines = append(r.Lines, out)

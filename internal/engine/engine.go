@@ -92,6 +92,9 @@ func (e *Engine) Ready() bool { return e.ready.Load() }
 func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	mc.ModelDefaults()
 	log := e.log.With("model", mc.Name)
+	if _, err := e.Model(mc.Name); err == nil {
+		return fmt.Errorf("model %s is already loaded", mc.Name)
+	}
 	var sessions []backend.Session
 	closeAll := func() {
 		for _, s := range sessions {
