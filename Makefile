@@ -9,7 +9,7 @@ DATA     ?= ./data
 RUN      ?= .
 export INFERGATE_CACHE := $(CACHE)
 
-.PHONY: help run build test test-race test-nocgo bench bench-e2e lint fmt verify fetch clean
+.PHONY: help run build test test-race test-nocgo test-bench-smoke bench bench-e2e lint fmt verify fetch clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -25,7 +25,7 @@ fetch: $(ORT_LIB) $(CLS_MODEL) ## fetch the pinned ONNX Runtime library and test
 $(ORT_LIB) $(CLS_MODEL):
 	$(GO) run ./cmd/infergate fetch --test-models --cache $(CACHE)
 
-test: fetch test-race test-nocgo ## run every test: race detector with ONNX Runtime, then the pure-Go build
+test: fetch test-race test-nocgo test-bench-smoke ## run every test: race detector with ONNX Runtime, the pure-Go build, each benchmark once
 
 test-race: ## go test -race ./... (RUN= picks tests)
 	$(GO) test -race -count=1 -run '$(RUN)' ./...
@@ -33,6 +33,9 @@ test-race: ## go test -race ./... (RUN= picks tests)
 test-nocgo: ## CGO_ENABLED=0: build everything and test with the pure-Go executor
 	CGO_ENABLED=0 $(GO) build ./...
 	CGO_ENABLED=0 $(GO) test -count=1 -run '$(RUN)' ./...
+
+test-bench-smoke: ## run every micro-benchmark once, so that they keep working
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/...
 
 bench: ## scheduler and runtime micro-benchmarks
 	$(GO) test -run '^$$' -bench '$(RUN)' -benchmem ./internal/...

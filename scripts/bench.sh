@@ -19,12 +19,16 @@ echo "== goodput at p99 <= 100 ms: single, time, size, hybrid (one invocation)"
 $B bench --data-dir "$DATA" --policy single,time,size,hybrid --goodput --slo-ms 100 --lo 100 \
   --duration "$D" --warmup 1s --json | tee "$OUT/goodput.json"
 
-echo "== saturation vs raw at batch 32, binary and JSON payloads"
+echo "== saturation vs raw at batch 32: closed loop (64 and 128 clients), binary and JSON payloads"
 for p in binary json; do
-  $B bench --data-dir "$DATA" --policy hybrid --policy-max-batch 32 --rate-x-raw 1.1 --payload $p --with-raw \
-    --duration "$D" --warmup 1s --json | tee "$OUT/saturation-$p.json"
+  for c in 64 128; do
+    $B bench --data-dir "$DATA" --policy hybrid --policy-max-batch 32 --concurrency $c --payload $p --with-raw \
+      --duration "$D" --warmup 1s --json | tee "$OUT/saturation-$p-c$c.json"
+  done
 done
 
-echo "== 3x overload with a class mix"
-$B bench --data-dir "$DATA" --policy hybrid --rate ${OVERLOAD_RATE:-10000} --mix urgent=0.1,normal=0.6,bulk=0.3 \
-  --queue 256 --duration "$D" --warmup 1s --json | tee "$OUT/overload.json"
+echo "== class mix at 1x and 3x of hybrid capacity (separate processes, so max RSS is per run)"
+for r in ${MIX_RATES:-5000 15000}; do
+  $B bench --data-dir "$DATA" --policy hybrid --rate $r --mix urgent=0.1,normal=0.6,bulk=0.3 \
+    --queue 256 --duration "$D" --warmup 1s --json | tee "$OUT/mix-$r.json"
+done
