@@ -14,6 +14,7 @@ D=${DUR:-4s}
 
 echo "== raw runtime curve (batch 1..64)"
 $B bench --data-dir "$DATA" --raw --batch 1,2,4,8,16,32,64 --duration 3s --json | tee "$OUT/raw.json"
+$B bench --data-dir "$DATA" --raw --instances 1 --threads 2 --batch 1,2,4,8,16,32,64 --duration 3s --json | tee "$OUT/raw-1x2.json"
 
 echo "== goodput at p99 <= 100 ms: single, time, size, hybrid (one invocation)"
 $B bench --data-dir "$DATA" --policy single,time,size,hybrid --goodput --slo-ms 100 --lo 100 \

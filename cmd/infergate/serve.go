@@ -35,7 +35,7 @@ import (
 type serveFlags struct {
 	configPath, addr, dataDir, runtime, ortLib, repo, logLevel string
 	price                                                      float64
-	instances, threads, maxBatch                               int
+	instances, threads, maxBatch, computeNice                  int
 	checkConfig                                                bool
 }
 
@@ -51,6 +51,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.instances, "instances", 0, "instances of the default model (default 1)")
 	fs.IntVar(&f.threads, "threads", -1, "threads per instance of the default model (default: runtime's choice)")
 	fs.IntVar(&f.maxBatch, "max-batch", 0, "max batch size of the default model (default 64)")
+	fs.IntVar(&f.computeNice, "compute-nice", -1, "nice value of compute threads (Linux; default 0: unchanged)")
 	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration and exit")
 }
 
@@ -80,6 +81,9 @@ func (f *serveFlags) load() (config.Config, error) {
 	}
 	if f.price >= 0 {
 		cfg.PricePerInstanceHour = f.price
+	}
+	if f.computeNice >= 0 {
+		cfg.ComputeNice = f.computeNice
 	}
 	return cfg, cfg.Validate()
 }
@@ -234,7 +238,7 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 	clk := clock.Real{}
 	ledger := cost.New(clk, cfg.PricePerInstanceHour)
 	eng := engine.New(engine.Options{Runtime: rt, Ledger: ledger, Metrics: metrics.New(reg, cfg.PricePerInstanceHour),
-		Registerer: reg, Clock: clk, Logger: log})
+		Registerer: reg, Clock: clk, Logger: log, ComputeNice: cfg.ComputeNice})
 	for _, m := range models {
 		if err := eng.Load(ctx, m); err != nil {
 			_ = eng.Close(context.Background())

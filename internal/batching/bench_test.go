@@ -77,3 +77,32 @@ func BenchmarkFormBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEnqueue measures admission alone: the queue limits check and
+// the push, with the queue drained every 1,024 requests outside the timer.
+func BenchmarkEnqueue(b *testing.B) {
+	s := New(Config{Model: "m", MaxBatchSize: 32, Policies: policies(Policy{Kind: Hybrid, MaxBatchSize: 32, MaxQueueSize: 1 << 20})})
+	ctx := context.Background()
+	in := []infergate.Tensor{fake.Input(4, 1)}
+	reqs := make([]request, 1024)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r := &reqs[i]
+		*r = request{ctx: ctx, class: infergate.ClassNormal, inputs: in, items: 1}
+		if err := s.admit(r); err != nil {
+			b.Fatal(err)
+		}
+		if i++; i == len(reqs) {
+			b.StopTimer()
+			s.mu.Lock()
+			for s.q[infergate.ClassNormal].len() > 0 {
+				s.q[infergate.ClassNormal].popFront()
+			}
+			s.total = 0
+			s.mu.Unlock()
+			i = 0
+			b.StartTimer()
+		}
+	}
+}

@@ -205,7 +205,9 @@ func (s *Scheduler) fillLocked(c infergate.Class, now time.Time, b *batch, limit
 			s.total--
 			continue
 		}
-		if len(b.reqs) > 0 && b.items+r.items > limit {
+		if len(b.reqs) > 0 && (b.items+r.items > limit || !sameItemShape(b.reqs[0], r)) {
+			// FIFO: the batch ends at the first request that does not
+			// fit, in size or in the shape of its items.
 			return
 		}
 		q.popFront()
@@ -213,6 +215,22 @@ func (s *Scheduler) fillLocked(c infergate.Class, now time.Time, b *batch, limit
 		b.reqs = append(b.reqs, r)
 		b.items += r.items
 	}
+}
+
+// sameItemShape reports whether a and b can share a batch: every input has
+// the same dimensions after the batch dimension (models with dynamic
+// non-batch dimensions take requests of different shapes).
+func sameItemShape(a, b *request) bool {
+	if len(a.inputs) != len(b.inputs) {
+		return false
+	}
+	for i := range a.inputs {
+		sa, sb := a.inputs[i].Shape, b.inputs[i].Shape
+		if len(sa) == 0 || len(sb) == 0 || !slices.Equal(sa[1:], sb[1:]) {
+			return false
+		}
+	}
+	return true
 }
 
 // execute runs b on executor e and completes its requests.
@@ -242,15 +260,17 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
 	off := 0
 	for _, r := range b.reqs {
 		queued := start.Sub(r.enq)
+		// Record before answering, so that metrics read after a
+		// response already count it.
 		if err != nil {
-			r.done <- result{err: &infergate.Error{Code: infergate.EInternal, Message: "model execution failed", Err: err}}
 			s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeError, queued, busy)
+			r.done <- result{err: &infergate.Error{Code: infergate.EInternal, Message: "model execution failed", Err: err}}
 			continue
 		}
 		resp := &Response{Outputs: split(outs, b, off, r.items), Queued: queued, Compute: busy, BatchSize: b.items}
 		off += r.items
-		r.done <- result{resp: resp}
 		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, busy)
+		r.done <- result{resp: resp}
 	}
 }
 

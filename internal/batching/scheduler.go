@@ -69,6 +69,10 @@ type Config struct {
 	Latency       *perfmodel.Model
 	Recorder      Recorder
 	Logger        *slog.Logger
+	// WorkerInit, if set, runs at the start of each worker goroutine
+	// (before its first batch); the engine uses it to lower the OS
+	// priority of the threads that run model compute.
+	WorkerInit func()
 }
 
 // Response is a request's result.
@@ -277,6 +281,13 @@ func (s *Scheduler) admit(r *request) error {
 	if lim := s.pol[c].MaxQueueSize; lim > 0 && s.q[c].len() >= lim {
 		return s.overloadedLocked(c, "%s queue of model %s is full (%d requests)", c, s.cfg.Model, lim)
 	}
+	if wait, ok := s.drainTimeLocked(c, r.items); ok && !r.deadline.IsZero() && s.pol[c].TimeoutAction == Reject &&
+		r.enq.Add(wait).After(r.deadline) {
+		// It would expire in the queue: say so now, while the client can
+		// still go elsewhere, instead of holding it until its deadline.
+		return s.overloadedLocked(c, "%s queue of model %s: the measured time to serve the work ahead (%s) exceeds the request's timeout (%s)",
+			c, s.cfg.Model, wait.Round(time.Millisecond), r.deadline.Sub(r.enq))
+	}
 	if s.maxTotal > 0 && s.total >= s.maxTotal {
 		// Shed the newest request of the lowest class below c.
 		shed := false
@@ -299,28 +310,45 @@ func (s *Scheduler) admit(r *request) error {
 	return nil
 }
 
+// drainTimeLocked estimates, from the live latency model, how long until
+// a request of n items of class c would be answered: the queued items of
+// its own and higher classes plus its own, run in full batches of the
+// class's maximum size over all instances. ok is false before anything
+// has been measured.
+func (s *Scheduler) drainTimeLocked(c infergate.Class, n int) (time.Duration, bool) {
+	mb := s.pol[c].MaxBatchSize
+	est, ok := s.lat.Estimate(mb)
+	if !ok || s.instances == 0 {
+		return 0, false
+	}
+	items := n
+	for v := 0; v <= int(c); v++ {
+		items += s.q[v].items
+	}
+	batches := (items + mb - 1) / mb
+	// Batches run in parallel on the instances; the last one ends after
+	// ceil(batches / instances) rounds.
+	rounds := (batches + s.instances - 1) / s.instances
+	return time.Duration(rounds) * est, true
+}
+
 // overloadedLocked builds a 429 error whose Retry-After is the measured
 // time to drain what is queued at and above class c.
 func (s *Scheduler) overloadedLocked(c infergate.Class, format string, args ...any) error {
 	e := infergate.Errorf(infergate.EOverloaded, format, args...)
-	items := 0
-	for v := 0; v <= int(c); v++ {
-		items += s.q[v].items
-	}
 	e.RetryAfterSeconds = 1
-	mb := s.pol[c].MaxBatchSize
-	if d, ok := s.lat.Estimate(mb); ok && s.instances > 0 {
-		batches := math.Ceil(float64(items) / float64(mb))
-		secs := batches * d.Seconds() / float64(s.instances)
-		e.RetryAfterSeconds = int(min(max(math.Ceil(secs), 1), 60))
+	if d, ok := s.drainTimeLocked(c, 0); ok {
+		e.RetryAfterSeconds = int(min(max(math.Ceil(d.Seconds()), 1), 60))
 	}
 	return e
 }
 
 // finishLocked completes a request that is out of its queue with an error.
+// It is recorded before the caller hears of it, so that metrics read after
+// a response already count it.
 func (s *Scheduler) finishLocked(r *request, err error, o Outcome) {
-	r.done <- result{err: err}
 	s.rec.RecordRequest(s.cfg.Model, r.class, o, s.clock.Now().Sub(r.enq), 0)
+	r.done <- result{err: err}
 }
 
 type batch struct {
@@ -330,6 +358,9 @@ type batch struct {
 
 func (s *Scheduler) worker(id int, e Executor) {
 	defer s.wg.Done()
+	if s.cfg.WorkerInit != nil {
+		s.cfg.WorkerInit()
+	}
 	ctx := context.Background()
 	var b batch
 	for {

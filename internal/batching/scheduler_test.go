@@ -11,6 +11,7 @@ import (
 	"github.com/infergate/infergate"
 	"github.com/infergate/infergate/internal/backend/fake"
 	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/perfmodel"
 )
 
 type countingRecorder struct {
@@ -382,5 +383,122 @@ func TestCloseDrainsQueuedWork(t *testing.T) {
 	}
 	if _, err := s.Submit(t.Context(), infergate.ClassNormal, []infergate.Tensor{fake.Input(4, 1)}, 1, 0); infergate.ErrorCode(err) != infergate.EUnavailable {
 		t.Fatalf("submit after close: %v", err)
+	}
+}
+
+// shapeRecorder records the shape of every batch it runs and answers one
+// FP32 output row per item.
+type shapeRecorder struct {
+	mu      sync.Mutex
+	shapes  [][]int64
+	hang    chan struct{}
+	started atomic.Int32
+}
+
+func (s *shapeRecorder) Run(_ context.Context, in []infergate.Tensor) ([]infergate.Tensor, error) {
+	s.started.Add(1)
+	if s.hang != nil {
+		<-s.hang
+	}
+	s.mu.Lock()
+	s.shapes = append(s.shapes, append([]int64(nil), in[0].Shape...))
+	s.mu.Unlock()
+	n := in[0].Shape[0]
+	return []infergate.Tensor{{Name: "y", DataType: infergate.FP32, Shape: []int64{n, 1}, Data: make([]byte, 4*n)}}, nil
+}
+
+func TestRequestsOfDifferentItemShapesAreNotBatched(t *testing.T) {
+	exec := &shapeRecorder{hang: make(chan struct{})}
+	s := newSched(t, Config{Policies: policies(Policy{Kind: Hybrid, MaxBatchSize: 8, MaxQueueDelay: time.Millisecond})}, exec)
+	img := func(h, w int64) []infergate.Tensor {
+		return []infergate.Tensor{{Name: "x", DataType: infergate.FP32, Shape: []int64{1, 3, h, w}, Data: make([]byte, 4*3*h*w)}}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	// First one request to occupy the worker, then a mix of shapes.
+	for i, in := range [][]infergate.Tensor{img(4, 4), img(4, 4), img(4, 4), img(4, 8), img(4, 4)} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Submit(t.Context(), infergate.ClassNormal, in, 1, 0)
+			errs <- err
+		}()
+		if i == 0 {
+			waitFor(t, "first running", func() bool { return exec.started.Load() == 1 })
+		} else {
+			waitFor(t, "queued", func() bool { return s.QueueLen(infergate.ClassNormal) == i })
+		}
+	}
+	close(exec.hang)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec.mu.Lock()
+	defer exec.mu.Unlock()
+	if len(exec.shapes) != 4 || exec.shapes[1][0] != 2 || exec.shapes[2][3] != 8 {
+		t.Fatalf("batches %v, want 4: [1 4x4], [2 4x4], [1 4x8], [1 4x4]", exec.shapes)
+	}
+}
+
+func TestAdmissionRejectsWhatWouldExpire(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	lat := perfmodel.New()
+	lat.Observe(4, 10*time.Millisecond) // a batch of 4 takes 10ms
+	hang := make(chan struct{})
+	sess := &fake.Session{Hang: hang}
+	s := newSched(t, Config{Clock: clk, Latency: lat, MaxBatchSize: 4,
+		Policies: policies(Policy{Kind: Size, MaxBatchSize: 4, DefaultTimeout: 25 * time.Millisecond})}, sess)
+	// Nothing queued: 1 round of 10ms fits in 25ms; the size trigger
+	// fires on deadline pressure and the request runs (and hangs).
+	running := submitAsync(s, t.Context(), infergate.ClassNormal, 0)
+	waitFor(t, "timer armed", func() bool { return clk.Timers() > 0 })
+	// Deadline pressure: 25ms minus the estimated batch time and margin.
+	clk.Advance(20 * time.Millisecond)
+	waitFor(t, "running", func() bool { return len(sess.Batches()) == 1 })
+	// Eight more fit in two rounds (20ms); the ninth would need a third.
+	var queued []<-chan submitted
+	for i := range 8 {
+		queued = append(queued, submitAsync(s, t.Context(), infergate.ClassNormal, float32(i)))
+		waitFor(t, "queued", func() bool { return s.QueueLen(infergate.ClassNormal) == i+1 })
+	}
+	_, err := s.Submit(t.Context(), infergate.ClassNormal, []infergate.Tensor{fake.Input(4, 9)}, 1, 0)
+	var e *infergate.Error
+	if !errors.As(err, &e) || e.Code != infergate.EOverloaded || e.RetryAfterSeconds < 1 {
+		t.Fatalf("ninth request: got %v, want 429 for a deadline it cannot meet", err)
+	}
+	// A request with a longer timeout of its own is admitted.
+	long := make(chan error, 1)
+	go func() {
+		_, err := s.Submit(t.Context(), infergate.ClassNormal, []infergate.Tensor{fake.Input(4, 9)}, 1, time.Second)
+		long <- err
+	}()
+	waitFor(t, "long one queued", func() bool { return s.QueueLen(infergate.ClassNormal) == 9 })
+	close(hang)
+	<-running
+	// Move the fake clock until every queued request has an answer (run
+	// on deadline pressure or expired; neither is checked here).
+	var longErr error
+	longDone := false
+	waitFor(t, "all answered", func() bool {
+		clk.Advance(5 * time.Millisecond)
+		if !longDone {
+			select {
+			case longErr = <-long:
+				longDone = true
+			default:
+			}
+		}
+		return longDone && s.QueueLen(infergate.ClassNormal) == 0
+	})
+	for _, ch := range queued {
+		<-ch
+	}
+	// Admitted (it was queued above), so it ran or expired, never 429.
+	if infergate.ErrorCode(longErr) == infergate.EOverloaded {
+		t.Fatalf("long-timeout request: %v", longErr)
 	}
 }

@@ -47,6 +47,12 @@ type Config struct {
 	// MaxTensorElements caps the elements of one input tensor. Optional.
 	// Defaults to 16M.
 	MaxTensorElements int64 `yaml:"max_tensor_elements"`
+	// ComputeNice is the nice value (0..19) of the OS threads that run
+	// batches, on Linux. A positive value lets HTTP handling and
+	// admission take the CPU first under overload, which keeps urgent
+	// latency low while lower classes are shed, at the price of saturation
+	// throughput (see docs/benchmarks.md). Optional. Defaults to 0.
+	ComputeNice int `yaml:"compute_nice"`
 	// Models are served in addition to the repository's. With neither,
 	// the reference model is generated and served as "mlp".
 	Models []Model `yaml:"models"`
@@ -216,6 +222,9 @@ func (c *Config) Validate() error {
 	}
 	if !(c.PricePerInstanceHour >= 0) || math.IsInf(c.PricePerInstanceHour, 1) { // NaN and ±Inf too
 		return fmt.Errorf("price_per_instance_hour: %g: must be a finite number >= 0", c.PricePerInstanceHour)
+	}
+	if c.ComputeNice < 0 || c.ComputeNice > 19 {
+		return fmt.Errorf("compute_nice: %d: want 0..19", c.ComputeNice)
 	}
 	if c.MaxBodyBytes < 1024 {
 		return fmt.Errorf("max_body_bytes: %d: must be >= 1024", c.MaxBodyBytes)

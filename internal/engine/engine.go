@@ -43,6 +43,10 @@ type Options struct {
 	Registerer prometheus.Registerer
 	Clock      clock.Clock
 	Logger     *slog.Logger
+	// ComputeNice, if > 0, is the nice value of the OS threads that run
+	// batches (Linux): HTTP handling, admission and shedding then take the
+	// CPU first, and compute uses what is left. 0 leaves them alone.
+	ComputeNice int
 }
 
 // Engine serves a set of models.
@@ -126,6 +130,7 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	sched := batching.New(batching.Config{
 		Model: mc.Name, MaxBatchSize: info.MaxBatchSize, Policies: mc.Policies(), Clock: e.opt.Clock,
 		Latency: lat, Recorder: recorder{e.opt.Metrics, e.opt.Ledger}, Logger: log,
+		WorkerInit: func() { lowerComputePriority(e.opt.ComputeNice, log) },
 	})
 	execs := make([]batching.Executor, len(sessions))
 	for i, s := range sessions {

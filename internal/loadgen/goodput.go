@@ -36,8 +36,9 @@ func MeetsSLO(r *Result, slo time.Duration) bool {
 }
 
 // Goodput finds the highest rate in [lo, hi] that meets slo (see MeetsSLO).
-// It runs cfg at lo, doubles the rate (capped at hi) while steps pass, then
-// bisects between the highest passing and lowest failing rate; each step is
+// It runs cfg at lo and doubles the rate (capped at hi) until a step fails
+// after one has passed (failures before the first pass are scanned past),
+// then bisects between the highest passing and that failing rate; each step is
 // one Run of cfg.Warmup + cfg.Duration. It stops after steps runs (default
 // 8) or once the bracket is within 2%.
 //
@@ -78,20 +79,24 @@ func Goodput(ctx context.Context, cfg Config, lo, hi float64, slo time.Duration,
 		return ok, nil
 	}
 
-	// Doubling: find the first failing rate.
+	// Doubling: find the first failing rate above a passing one. Rates
+	// that fail before any pass are scanned past, because some policies
+	// fail at low load and pass at high load (a size trigger waits for a
+	// full batch, which comes sooner the higher the rate).
 	pass, fail := 0.0, 0.0
 	for rate := lo; len(tried) < steps; rate = min(2*rate, hi) {
 		ok, err := step(rate)
 		if err != nil {
 			return best, tried, err
 		}
-		if !ok {
+		if ok {
+			pass = rate
+		} else if pass > 0 {
 			fail = rate
 			break
 		}
-		pass = rate
 		if rate >= hi {
-			return best, tried, nil
+			break
 		}
 	}
 	if best == nil {
