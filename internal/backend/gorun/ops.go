@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/infergate/infergate/internal/onnx"
 )
@@ -344,30 +345,18 @@ func (o *binaryOp) infer(dst []int64, in []*value) ([]int64, error) {
 	return dst, nil
 }
 
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func (o *binaryOp) run(s *Session, in []*value, out *value) {
 	a, b, y := in[0].data, in[1].data, out.data
 	if len(y) == 0 {
 		return
 	}
 	as, bs, ys := in[0].shape, in[1].shape, out.shape
-	if sameShape(as, ys) && sameShape(bs, ys) {
+	if slices.Equal(as, ys) && slices.Equal(bs, ys) {
 		o.apply(y, a, 1, b, 1)
 		return
 	}
 	// a full, b a row along the last axis (or the reverse): a bias.
-	if last := ys[len(ys)-1]; int64(len(b)) == last && len(bs) > 0 && bs[len(bs)-1] == last && sameShape(as, ys) {
+	if last := ys[len(ys)-1]; int64(len(b)) == last && len(bs) > 0 && bs[len(bs)-1] == last && slices.Equal(as, ys) {
 		n := int(last)
 		for i := 0; i < len(y); i += n {
 			o.apply(y[i:i+n], a[i:i+n], 1, b, 1)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/infergate/infergate"
@@ -40,7 +41,7 @@ func TestEquivalenceWithGorun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", rt.Name(), err)
 		}
-		if len(out) != 1 || out[0].DataType != infergate.FP32 || !equalShape(out[0].Shape, []int64{n, 16}) {
+		if len(out) != 1 || out[0].DataType != infergate.FP32 || !slices.Equal(out[0].Shape, []int64{n, 16}) {
 			t.Fatalf("%s: output %+v", rt.Name(), out)
 		}
 		return out[0]

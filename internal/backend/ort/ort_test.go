@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -124,18 +125,6 @@ func randomBatch(seed uint64, n, width int) []float32 {
 	return v
 }
 
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestNewReusesEnvironment(t *testing.T) {
 	r1 := newRuntime(t)
 	r2 := newRuntime(t)
@@ -171,10 +160,10 @@ func TestMLPSpecsAndRun(t *testing.T) {
 	in, out := s.Inputs(), s.Outputs()
 	wantIn := infergate.TensorSpec{Name: "input", DataType: infergate.FP32, Shape: []int64{-1, 768}}
 	wantOut := infergate.TensorSpec{Name: "logits", DataType: infergate.FP32, Shape: []int64{-1, 16}}
-	if len(in) != 1 || in[0].Name != wantIn.Name || in[0].DataType != wantIn.DataType || !equalShape(in[0].Shape, wantIn.Shape) {
+	if len(in) != 1 || in[0].Name != wantIn.Name || in[0].DataType != wantIn.DataType || !slices.Equal(in[0].Shape, wantIn.Shape) {
 		t.Errorf("Inputs() = %+v, want [%+v]", in, wantIn)
 	}
-	if len(out) != 1 || out[0].Name != wantOut.Name || out[0].DataType != wantOut.DataType || !equalShape(out[0].Shape, wantOut.Shape) {
+	if len(out) != 1 || out[0].Name != wantOut.Name || out[0].DataType != wantOut.DataType || !slices.Equal(out[0].Shape, wantOut.Shape) {
 		t.Errorf("Outputs() = %+v, want [%+v]", out, wantOut)
 	}
 	// Specs are copies.
@@ -188,7 +177,7 @@ func TestMLPSpecsAndRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 1 || res[0].Name != "logits" || res[0].DataType != infergate.FP32 || !equalShape(res[0].Shape, []int64{2, 16}) || len(res[0].Data) != 2*16*4 {
+	if len(res) != 1 || res[0].Name != "logits" || res[0].DataType != infergate.FP32 || !slices.Equal(res[0].Shape, []int64{2, 16}) || len(res[0].Data) != 2*16*4 {
 		t.Fatalf("Run() = %+v", res)
 	}
 	// Outputs are fresh: a second run leaves the first result alone.
@@ -347,7 +336,7 @@ func TestPaddleOCRClassifier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 1 || !equalShape(res[0].Shape, []int64{3, 2}) {
+	if len(res) != 1 || !slices.Equal(res[0].Shape, []int64{3, 2}) {
 		t.Fatalf("output %+v, want shape [3 2]", res)
 	}
 	probs := f32s(res[0])
@@ -370,7 +359,7 @@ func TestPaddleOCRClassifier(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !equalShape(one[0].Shape, []int64{1, 2}) {
+		if !slices.Equal(one[0].Shape, []int64{1, 2}) {
 			t.Fatalf("single output shape %v", one[0].Shape)
 		}
 		got := f32s(one[0])

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/infergate/infergate"
@@ -104,7 +105,7 @@ func TestElementTypes(t *testing.T) {
 	if string(res[3].Data) != string(i64) || res[3].DataType != infergate.INT64 {
 		t.Errorf("INT64 output % x", res[3].Data)
 	}
-	if string(res[4].Data) != string([]byte{7, 8, 255}) || !equalShape(res[4].Shape, []int64{1, 3}) {
+	if string(res[4].Data) != string([]byte{7, 8, 255}) || !slices.Equal(res[4].Shape, []int64{1, 3}) {
 		t.Errorf("UINT8 output %v %v", res[4].Data, res[4].Shape)
 	}
 
@@ -114,7 +115,7 @@ func TestElementTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !equalShape(res[4].Shape, []int64{0, 3}) || len(res[4].Data) != 0 {
+	if !slices.Equal(res[4].Shape, []int64{0, 3}) || len(res[4].Data) != 0 {
 		t.Errorf("empty UINT8 output %v %v", res[4].Shape, res[4].Data)
 	}
 }
