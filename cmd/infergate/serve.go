@@ -252,7 +252,7 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 	}
 	h := httpapi.New(eng, reg, httpapi.Options{MaxBodyBytes: cfg.MaxBodyBytes, Version: version,
 		Limits: kserve.Limits{MaxElements: cfg.MaxTensorElements}}, log)
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	s := &server{eng: eng, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}
 	go func() {
@@ -270,7 +270,11 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 func (s *server) Close(ctx context.Context) error {
 	s.eng.SetReady(false)
 	err := s.http.Shutdown(ctx)
-	return errors.Join(err, s.eng.Close(ctx))
+	// The schedulers get their own budget: a slow drain of HTTP requests
+	// must not leave them none.
+	ectx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(err, s.eng.Close(ectx))
 }
 
 func runModelGen(args []string, stdout io.Writer) error {

@@ -12,6 +12,19 @@ import (
 // returns with b empty and the time at which something may become ready
 // (zero: only an arrival can change that) when nothing is ready now.
 func (s *Scheduler) formLocked(now time.Time, b *batch) (wake time.Time) {
+	// Taking requests can find them all dead (their clients left between
+	// the readiness check and the take); then look again, so that the
+	// worker never waits without a timer while other work is pending.
+	for range 8 {
+		wake = s.formOnceLocked(now, b)
+		if len(b.reqs) > 0 || !wake.IsZero() || s.total == 0 {
+			return wake
+		}
+	}
+	return now.Add(time.Millisecond)
+}
+
+func (s *Scheduler) formOnceLocked(now time.Time, b *batch) (wake time.Time) {
 	b.reqs, b.items = b.reqs[:0], 0
 	s.dropDeadLocked(now)
 	for _, c := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
@@ -241,6 +254,9 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
 	end := s.clock.Now()
 	release()
 	busy := end.Sub(start)
+	if err == nil {
+		err = checkOutputs(outs, b)
+	}
 	info := &BatchInfo{Instance: id, Items: b.items, Busy: busy, Err: err}
 	for _, r := range b.reqs {
 		info.Requests[r.class]++
@@ -251,7 +267,6 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
 	}
 	if err == nil {
 		s.lat.Observe(b.items, busy)
-		err = checkOutputs(outs, b)
 	}
 	if d, ok := s.lat.Estimate(1); ok && s.lat.Measured(1) {
 		info.Batch1 = d
@@ -264,7 +279,7 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
 		// response already count it.
 		if err != nil {
 			s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeError, queued, busy)
-			r.done <- result{err: &infergate.Error{Code: infergate.EInternal, Message: "model execution failed", Err: err}}
+			r.done <- result{err: runError(err)}
 			continue
 		}
 		resp := &Response{Outputs: split(outs, b, off, r.items), Queued: queued, Compute: busy, BatchSize: b.items}
@@ -272,6 +287,17 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
 		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, busy)
 		r.done <- result{resp: resp}
 	}
+}
+
+// runError is what a request hears of a failed batch: a runtime's own
+// input complaint (a shape it cannot compute, say) is the request's
+// problem, 422; anything else is an internal error.
+func runError(err error) error {
+	switch infergate.ErrorCode(err) {
+	case infergate.EInvalid, infergate.EUnprocess:
+		return &infergate.Error{Code: infergate.EUnprocess, Message: "the model cannot run this input: " + infergate.ErrorMessage(err), Err: err}
+	}
+	return &infergate.Error{Code: infergate.EInternal, Message: "model execution failed", Err: err}
 }
 
 // concat joins the requests' inputs along the batch dimension. A batch of

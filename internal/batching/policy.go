@@ -66,7 +66,13 @@ type Policy struct {
 // Validate checks p; modelMax is the model's maximum batch size.
 func (p *Policy) Validate(modelMax int) error {
 	switch p.Kind {
-	case Single, Size, Hybrid:
+	case Size:
+		// Without a deadline nothing fires a partial batch: a lone
+		// request would wait for company forever.
+		if p.DefaultTimeout <= 0 || p.TimeoutAction == Delay {
+			return fmt.Errorf("policy size needs default_timeout > 0 and timeout_action reject, so that a partial batch still fires")
+		}
+	case Single, Hybrid:
 	case Time:
 		if p.BatchTimeout <= 0 {
 			return fmt.Errorf("batch_timeout must be > 0 for policy time")

@@ -209,6 +209,7 @@ func (s *Scheduler) Close(ctx context.Context) error {
 	for _, c := range infergate.Classes {
 		for s.q[c].len() > 0 {
 			r := s.q[c].popFront()
+			s.total--
 			s.finishLocked(r, infergate.Errorf(infergate.EUnavailable, "server shutting down"), OutcomeRejected)
 		}
 	}

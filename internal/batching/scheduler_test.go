@@ -502,3 +502,56 @@ func TestAdmissionRejectsWhatWouldExpire(t *testing.T) {
 		t.Fatalf("long-timeout request: %v", longErr)
 	}
 }
+
+func TestCloseTimeoutFailsQueuedAndWorkersExit(t *testing.T) {
+	hang := make(chan struct{})
+	sess := &fake.Session{Hang: hang}
+	s := New(Config{Model: "m", MaxBatchSize: 8, Policies: policies(Policy{Kind: Single})})
+	s.Start(sess)
+	running := submitAsync(s, t.Context(), infergate.ClassNormal, 0)
+	waitFor(t, "running", func() bool { return len(sess.Batches()) == 1 })
+	queued := submitAsync(s, t.Context(), infergate.ClassNormal, 1)
+	waitFor(t, "queued", func() bool { return s.QueueLen(infergate.ClassNormal) == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if err := s.Close(ctx); err == nil {
+		t.Fatal("close returned before the hung batch finished")
+	}
+	if r := <-queued; infergate.ErrorCode(r.err) != infergate.EUnavailable {
+		t.Fatalf("queued request: %v, want unavailable", r.err)
+	}
+	close(hang)
+	<-running
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("workers did not exit after the hung batch finished")
+	}
+}
+
+func TestPolicyValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    Policy
+		ok   bool
+	}{
+		{"hybrid", Policy{Kind: Hybrid, MaxBatchSize: 8, MaxQueueDelay: time.Millisecond}, true},
+		{"size with timeout", Policy{Kind: Size, MaxBatchSize: 8, DefaultTimeout: time.Second}, true},
+		{"size without timeout", Policy{Kind: Size, MaxBatchSize: 8}, false},
+		{"size with delay action", Policy{Kind: Size, MaxBatchSize: 8, DefaultTimeout: time.Second, TimeoutAction: Delay}, false},
+		{"time without period", Policy{Kind: Time, MaxBatchSize: 8}, false},
+		{"unknown kind", Policy{Kind: "bogus"}, false},
+		{"max batch above model", Policy{Kind: Hybrid, MaxBatchSize: 65}, false},
+		{"preferred above max", Policy{Kind: Hybrid, MaxBatchSize: 8, PreferredBatchSizes: []int{16}}, false},
+		{"bad action", Policy{Kind: Single, TimeoutAction: "drop"}, false},
+		{"bad mode", Policy{Kind: Single, Mode: "turbo"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.p.Validate(64); (err == nil) != tc.ok {
+				t.Fatalf("Validate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}

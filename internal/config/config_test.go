@@ -145,7 +145,7 @@ func TestLoadFull(t *testing.T) {
 			},
 		}, {
 			Name: "classifier", Path: "relative/cls.onnx", MaxBatchSize: 1, WarmupRuns: 10,
-			Classes: map[string]batching.Policy{"bulk": {Kind: batching.Size}},
+			Classes: map[string]batching.Policy{"bulk": {Kind: batching.Size, DefaultTimeout: 10 * time.Minute}},
 		}},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -289,7 +289,7 @@ func writeFile(t *testing.T, dir, rel, content string) {
 func TestRepositoryModels(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "alpha/model.onnx", "x")
-	writeFile(t, dir, "alpha/config.yaml", "# name and path come from the folder\nname: ignored\npath: /elsewhere.onnx\ninstances: 2\nmax_batch_size: 8\nclasses:\n  bulk:\n    policy: size\n")
+	writeFile(t, dir, "alpha/config.yaml", "# name and path come from the folder\nname: ignored\npath: /elsewhere.onnx\ninstances: 2\nmax_batch_size: 8\nclasses:\n  bulk:\n    policy: size\n    default_timeout: 1m\n")
 	writeFile(t, dir, "beta/model.onnx", "x") // no config.yaml: all defaults
 	writeFile(t, dir, "gamma/config.yaml", "instances: 3\n")
 	writeFile(t, dir, "gamma/README", "no model.onnx: not a model")
@@ -302,7 +302,7 @@ func TestRepositoryModels(t *testing.T) {
 	}
 	want := []Model{
 		{Name: "alpha", Path: filepath.Join(dir, "alpha", "model.onnx"), Instances: 2, MaxBatchSize: 8,
-			Classes: map[string]batching.Policy{"bulk": {Kind: batching.Size}}},
+			Classes: map[string]batching.Policy{"bulk": {Kind: batching.Size, DefaultTimeout: time.Minute}}},
 		{Name: "beta", Path: filepath.Join(dir, "beta", "model.onnx")},
 		{Name: "delta", Path: filepath.Join(dir, "delta", "model.onnx")},
 	}

@@ -208,7 +208,12 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.mu.Unlock()
 	var errs []error
 	for _, m := range models {
-		errs = append(errs, m.Sched.Close(ctx))
+		if err := m.Sched.Close(ctx); err != nil {
+			// A worker may still be inside Run: leave its sessions open
+			// rather than free them under it (the process is exiting).
+			errs = append(errs, fmt.Errorf("model %s: %w (sessions left open)", m.Info.Name, err))
+			continue
+		}
 		for _, s := range m.sessions {
 			errs = append(errs, s.Close())
 		}

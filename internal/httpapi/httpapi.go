@@ -5,8 +5,9 @@ package httpapi
 
 import (
 	"bytes"
-	"io"
+	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -50,6 +51,10 @@ type Server struct {
 	// outBufs holds *[]byte response bodies.
 	outBufs sync.Pool
 }
+
+// maxPooledBody is the largest request or response buffer kept for reuse,
+// and the most a declared Content-Length pre-allocates.
+const maxPooledBody = 1 << 20
 
 // ClassHeader carries a request's class.
 const ClassHeader = "X-Infergate-Class"
@@ -188,7 +193,8 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	// pool only once the scheduler has answered.
 	reuse := false
 	defer func() {
-		if reuse {
+		// Big bodies are not kept: the pool would pin them.
+		if reuse && body.Cap() <= maxPooledBody {
 			s.bufs.Put(body)
 		}
 	}()
@@ -197,11 +203,14 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > 0 {
-		body.Grow(int(r.ContentLength))
+		// Trust the declared length only up to a bound: a client that
+		// declares 64 MiB and sends nothing must not cost 64 MiB.
+		body.Grow(int(min(r.ContentLength, maxPooledBody)))
 	}
 	if _, err := body.ReadFrom(http.MaxBytesReader(w, r.Body, s.opt.MaxBodyBytes)); err != nil {
-		if err == io.ErrUnexpectedEOF {
-			err = infergate.Errorf(infergate.EInvalid, "request body ended early")
+		var mbe *http.MaxBytesError
+		if !errors.As(err, &mbe) {
+			err = &infergate.Error{Code: infergate.EInvalid, Message: "could not read the request body", Err: err}
 		}
 		writeError(w, s.log, err)
 		return
@@ -257,7 +266,12 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		bp = new([]byte)
 	}
 	buf, hl := kserve.AppendInferResponse((*bp)[:0], &out, req.OutputBinary)
-	defer func() { *bp = buf[:0]; s.outBufs.Put(bp) }()
+	defer func() {
+		if cap(buf) <= maxPooledBody {
+			*bp = buf[:0]
+			s.outBufs.Put(bp)
+		}
+	}()
 	h := w.Header()
 	if hl < len(buf) {
 		h.Set("Content-Type", "application/octet-stream")
@@ -320,8 +334,8 @@ func schedule(r *http.Request, req *kserve.InferRequest) (infergate.Class, time.
 	var timeout time.Duration
 	if p, ok := req.Parameters["timeout"]; ok {
 		n, ok := intParam(p)
-		if !ok || n < 0 {
-			return 0, 0, infergate.Errorf(infergate.EInvalid, "parameters.timeout: want microseconds as a non-negative integer")
+		if !ok || n < 0 || n > math.MaxInt64/int64(time.Microsecond) {
+			return 0, 0, infergate.Errorf(infergate.EInvalid, "parameters.timeout: want microseconds as a non-negative integer below 2^63 ns")
 		}
 		timeout = time.Duration(n) * time.Microsecond
 	}

@@ -1,12 +1,14 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -151,6 +153,7 @@ func TestBadRequests(t *testing.T) {
 		{"unknown output", "/v2/models/sum/infer", `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"nope"}]}`, nil, 400, "nope"},
 		{"bad class", "/v2/models/sum/infer", `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`, map[string]string{httpapi.ClassHeader: "vip"}, 400, "class"},
 		{"bad priority", "/v2/models/sum/infer", `{"parameters":{"priority":-1},"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`, nil, 400, "priority"},
+		{"timeout overflow", "/v2/models/sum/infer", `{"parameters":{"timeout":18446744073709552},"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`, nil, 400, "timeout"},
 		{"header length past body", "/v2/models/sum/infer", `{}`, map[string]string{httpapi.HeaderLength: "999"}, 400, ""},
 		{"body too large", "/v2/models/sum/infer", strings.Repeat(" ", 1<<17), nil, 413, ""},
 		{"no route", "/v3/whatever", `{}`, nil, 404, ""},
@@ -242,5 +245,29 @@ func TestHealthMetadataCostMetrics(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(b), tc.want) {
 			t.Errorf("%s: status %d, body lacks %q:\n%.600s", tc.path, resp.StatusCode, tc.want, b)
 		}
+	}
+}
+
+func TestMalformedChunkedBodyIs400(t *testing.T) {
+	srv := newServer(t, nil, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	// A chunk size that is not hexadecimal.
+	req := "POST /v2/models/sum/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), `"error"`) {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
 	}
 }
