@@ -1,0 +1,344 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/jobs"
+	"github.com/infergate/infergate/internal/jobs/storetest"
+)
+
+func opener(path string) storetest.Opener {
+	return func(t *testing.T, clk clock.Clock) jobs.Store {
+		t.Helper()
+		s, err := Open(path, clk)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Opener {
+		return opener(filepath.Join(t.TempDir(), "jobs.db"))
+	})
+}
+
+func items(n int) func(yield func(*jobs.Item, error) bool) {
+	return func(yield func(*jobs.Item, error) bool) {
+		for i := range n {
+			if !yield(&jobs.Item{CustomID: fmt.Sprintf("c-%d", i), Body: []byte(`{"inputs":[1]}`)}, nil) {
+				return
+			}
+		}
+	}
+}
+
+// setup creates an in_progress batch of n items.
+func setup(t testing.TB, s *Store, n int) *jobs.Batch {
+	ctx := context.Background()
+	f := &jobs.File{Owner: "o", Purpose: jobs.PurposeBatch}
+	if err := s.CreateFile(ctx, f, strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	b := &jobs.Batch{Owner: "o", InputFileID: f.ID, Endpoint: "/e", Status: jobs.StatusInProgress}
+	if _, err := s.CreateBatch(ctx, b, items(n)); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestReopen(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	clk := clock.NewFake(storetest.Start)
+	s, err := Open(path, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, s, 20)
+	leased, err := s.LeaseItems(ctx, b.ID, "p1", 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []jobs.ItemResult
+	for _, it := range leased[:6] {
+		rs = append(rs, jobs.ItemResult{BatchID: b.ID, Seq: it.Seq, State: jobs.ItemDone, StatusCode: 200, Result: []byte(`{"ok":1}`)})
+	}
+	if _, err := s.CompleteItems(ctx, "p1", rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := s.GetBatch(ctx, "o", b.ID); err == nil {
+		t.Fatal("GetBatch after Close succeeded")
+	}
+
+	s, err = Open(path, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var version int
+	if err := s.r.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != len(migrations) {
+		t.Fatalf("schema version %d, %v; want %d", version, err, len(migrations))
+	}
+	got, err := s.GetBatch(ctx, "o", b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Total != 20 || got.Completed != 6 || !got.CreatedAt.Equal(storetest.Start) {
+		t.Fatalf("after reopen %+v", got)
+	}
+	c, err := s.CountItems(ctx, b.ID)
+	if err != nil || c != (jobs.ItemCounts{Pending: 10, Leased: 4, Done: 6}) {
+		t.Fatalf("after reopen counts %+v, %v", c, err)
+	}
+	var mode string
+	if err := s.w.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode %q, %v", mode, err)
+	}
+	var sync int
+	if err := s.w.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
+		t.Fatalf("synchronous %d, %v; want 2 (FULL)", sync, err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	s, err := Open(path, clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`UPDATE schema_version SET version = ?`, len(migrations)+1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := Open(path, clock.Real{}); err == nil {
+		s.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+}
+
+func TestOpenBadPath(t *testing.T) {
+	for _, p := range []string{"", "x.db?mode=ro", "file:x.db", ":memory:"} {
+		if _, err := Open(p, nil); infergate.ErrorCode(err) != infergate.EInvalid {
+			t.Errorf("Open(%q) = %v, want EInvalid", p, err)
+		}
+	}
+}
+
+// TestLeaseQueryPlan checks that leasing walks the runnable index instead
+// of scanning or sorting the batch's items.
+func TestLeaseQueryPlan(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "jobs.db"), clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rows, err := s.r.Query(`EXPLAIN QUERY PLAN SELECT seq FROM items
+		WHERE batch_pk = ?1 AND state IN ('pending', 'leased')
+			AND ((state = 'pending' AND next_attempt_at <= ?2) OR (state = 'leased' AND lease_until <= ?2))
+		ORDER BY seq LIMIT ?3`, 1, 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	p := strings.Join(plan, "; ")
+	if !strings.Contains(p, "items_runnable") || strings.Contains(p, "TEMP B-TREE") {
+		t.Fatalf("lease plan: %s", p)
+	}
+}
+
+// TestKill9 runs a worker in a child process, kills it with SIGKILL while
+// it leases and completes items, and finishes the batch in this process:
+// every custom_id must end exactly once in done or failed, with counters
+// that match.
+func TestKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a process")
+	}
+	const n = 3000
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	s, err := Open(path, clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, s, n)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9Child$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "JOBS_KILL9_DB="+path, "JOBS_KILL9_BATCH="+b.ID)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it once it has made some progress, mid-flight.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := s.CountItems(t.Context(), b.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Done+c.Failed >= n/10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("child made no progress: %+v", c)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	s.Close()
+
+	// Restart later than any lease the child held.
+	clk := clock.NewFake(time.Now().Add(2 * time.Hour))
+	s, err = Open(path, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	before, err := s.CountItems(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.GetBatch(ctx, "o", b.ID)
+	if got.Completed != before.Done || got.Failed != before.Failed || before.Total() != n {
+		t.Fatalf("after kill: batch %+v, items %+v", got, before)
+	}
+	t.Logf("after kill -9: %+v", before)
+	for {
+		its, err := s.LeaseItems(ctx, b.ID, "parent", 256, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(its) == 0 {
+			break
+		}
+		var rs []jobs.ItemResult
+		for _, it := range its {
+			rs = append(rs, jobs.ItemResult{BatchID: b.ID, Seq: it.Seq, State: jobs.ItemDone, StatusCode: 200, Result: []byte(`{}`)})
+		}
+		if stale, err := s.CompleteItems(ctx, "parent", rs); err != nil || len(stale) > 0 {
+			t.Fatalf("CompleteItems: %v, stale %v", err, stale)
+		}
+	}
+	seen := map[string]int{}
+	for _, st := range []jobs.ItemState{jobs.ItemDone, jobs.ItemFailed} {
+		err := s.ItemResults(ctx, b.ID, st, func(it *jobs.Item) error { seen[it.CustomID]++; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d custom_ids in results, want %d", len(seen), n)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Fatalf("%s appears %d times", id, k)
+		}
+	}
+	got, _ = s.GetBatch(ctx, "o", b.ID)
+	if got.Completed+got.Failed != n {
+		t.Fatalf("counters %d+%d, want %d", got.Completed, got.Failed, n)
+	}
+}
+
+// TestKill9Child is the worker TestKill9 kills; it does nothing when run
+// on its own.
+func TestKill9Child(t *testing.T) {
+	path, batch := os.Getenv("JOBS_KILL9_DB"), os.Getenv("JOBS_KILL9_BATCH")
+	if path == "" {
+		t.Skip("run by TestKill9")
+	}
+	s, err := Open(path, clock.Real{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		its, err := s.LeaseItems(ctx, batch, "child", 16, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(its) == 0 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		var rs []jobs.ItemResult
+		for j, it := range its {
+			r := jobs.ItemResult{BatchID: batch, Seq: it.Seq, State: jobs.ItemDone, StatusCode: 200, Result: []byte(`{"child":1}`)}
+			switch (i + j) % 5 {
+			case 0:
+				r.State, r.Error = jobs.ItemFailed, "child failure"
+			case 1:
+				r.State, r.NextAttemptAt = jobs.ItemPending, time.Now().Add(time.Second)
+			}
+			rs = append(rs, r)
+		}
+		// Leave some leases outstanding for the parent to rescue.
+		if i%3 == 2 {
+			rs = rs[:len(rs)/2]
+		}
+		if _, err := s.CompleteItems(ctx, "child", rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLeaseComplete(b *testing.B) {
+	for _, n := range []int{64} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "jobs.db"), clock.Real{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			batch := setup(b, s, b.N*n)
+			ctx := context.Background()
+			rs := make([]jobs.ItemResult, 0, n)
+			result := []byte(`{"outputs":[{"name":"y","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`)
+			b.ResetTimer()
+			for range b.N {
+				its, err := s.LeaseItems(ctx, batch.ID, "bench", n, time.Minute)
+				if err != nil || len(its) != n {
+					b.Fatalf("leased %d, %v", len(its), err)
+				}
+				rs = rs[:0]
+				for _, it := range its {
+					rs = append(rs, jobs.ItemResult{BatchID: batch.ID, Seq: it.Seq, State: jobs.ItemDone, StatusCode: 200, Result: result})
+				}
+				if _, err := s.CompleteItems(ctx, "bench", rs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "items/s")
+		})
+	}
+}
