@@ -18,8 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/clock"
 	"github.com/infergate/infergate/internal/cost"
 	"github.com/infergate/infergate/internal/engine"
+	"github.com/infergate/infergate/internal/jobs"
 	"github.com/infergate/infergate/internal/kserve"
 )
 
@@ -39,6 +41,21 @@ type Options struct {
 	Limits kserve.Limits
 	// Version is reported by GET /v2.
 	Version string
+
+	// Jobs, when not nil, enables the OpenAI-compatible Files and Batches
+	// routes (/v1/files, /v1/batches) over this store.
+	Jobs jobs.Store
+	// Notify, if not nil, is called after a batch is created or a cancel
+	// is requested, to wake the batch runner.
+	Notify func()
+	// Rate, if not nil, reports a batch's recent processing rate in items
+	// per second, for the batch object's "infergate" extension.
+	Rate func(batchID string) (float64, bool)
+	// Clock tells the time for estimated completion times (wall clock when
+	// nil).
+	Clock clock.Clock
+	// MaxUploadBytes caps uploaded files (413 past it); 200 MiB when zero.
+	MaxUploadBytes int64
 }
 
 // Server holds the handlers' dependencies.
@@ -87,6 +104,9 @@ func New(eng Engine, gath prometheus.Gatherer, opt Options, log *slog.Logger) ht
 	mux.HandleFunc("GET /v1/models/{model}/profile", s.profile)
 	mux.HandleFunc("GET /v1/cost", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, eng.Ledger().Report()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gath, promhttp.HandlerOpts{}))
+	if opt.Jobs != nil {
+		s.registerBatchRoutes(mux)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, log, infergate.Errorf(infergate.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})

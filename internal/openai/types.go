@@ -159,13 +159,15 @@ type BatchExtension struct {
 	// Progress is the finished fraction of requests (completed + failed
 	// over total), from 0 to 1.
 	Progress float64 `json:"progress"`
-	// ItemsPerSec is the recent processing rate.
-	ItemsPerSec float64 `json:"items_per_sec"`
+	// ItemsPerSec is the recent measured processing rate; null before
+	// anything was measured.
+	ItemsPerSec *float64 `json:"items_per_sec"`
 	// EstimatedCompletionAt is when the batch should finish at the current
 	// rate, in Unix seconds; null when unknown or finished.
 	EstimatedCompletionAt *int64 `json:"estimated_completion_at"`
-	// CostUSD is the cost of the work done so far.
-	CostUSD float64 `json:"cost_usd"`
+	// CostUSD is the cost of the work done so far, from the cost ledger;
+	// omitted until per-batch cost is tracked (never a made-up 0).
+	CostUSD *float64 `json:"cost_usd,omitempty"`
 }
 
 // BatchObject is a batch of the Batch API.

@@ -203,7 +203,7 @@ func TestBatchObjectJSON(t *testing.T) {
 			CreatedAt: 1711471533, InProgressAt: i64(1711471538), ExpiresAt: i64(1711493133),
 			FinalizingAt: i64(1711493100), CompletedAt: i64(1711493163),
 			RequestCounts: RequestCounts{Total: 100, Completed: 95, Failed: 5},
-			Infergate:     &BatchExtension{Progress: 1, ItemsPerSec: 812.5, CostUSD: 0.0125},
+			Infergate:     &BatchExtension{Progress: 1, ItemsPerSec: ptr(812.5), CostUSD: ptr(0.0125)},
 		}
 		golden(t, b, `{"id":"batch_abc123","object":"batch","endpoint":"/v2/models/m/infer","model":"m","errors":null,`+
 			`"input_file_id":"file-abc123","completion_window":"6h","status":"completed","output_file_id":"file-out",`+
@@ -226,7 +226,7 @@ func TestBatchObjectJSON(t *testing.T) {
 			`"input_file_id":"file-1","completion_window":"24h","status":"failed","output_file_id":null,"error_file_id":null,`+
 			`"created_at":10,"in_progress_at":null,"expires_at":null,"finalizing_at":null,"completed_at":null,"failed_at":11,`+
 			`"expired_at":null,"cancelling_at":null,"cancelled_at":null,"request_counts":{"total":0,"completed":0,"failed":0},`+
-			`"metadata":null,"infergate":{"progress":0,"items_per_sec":0,"estimated_completion_at":99,"cost_usd":0}}`)
+			`"metadata":null,"infergate":{"progress":0,"items_per_sec":null,"estimated_completion_at":99}}`)
 	})
 	t.Run("round trip", func(t *testing.T) {
 		b := BatchObject{ID: "batch_1", Endpoint: "/v2/models/m/infer", InputFileID: "f", CompletionWindow: "1h",
@@ -341,3 +341,5 @@ func TestClip(t *testing.T) {
 		t.Errorf("clip = %s", got)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
