@@ -11,6 +11,7 @@ import (
 	"maps"
 	"mime"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,7 +130,8 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 }
 
 // uploadFile serves POST /v1/files: a multipart/form-data body with a
-// purpose field ("batch") and then a file part, streamed into the store.
+// purpose field ("batch") and a file part, in either order, streamed into
+// the store.
 func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 	limit := s.opt.MaxUploadBytes
 	if r.ContentLength > limit+multipartSlack {
@@ -146,7 +148,30 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		s.writeOpenAIError(w, infergate.Errorf(infergate.EInvalid, "bad multipart body: %v", err))
 		return
 	}
-	purpose := ""
+	purpose, filename := "", ""
+	// The official SDKs send the parts in name order, file before
+	// purpose. A file part that comes first is spooled to a temporary file
+	// (disk, not memory) until the purpose is known.
+	var spool *os.File
+	defer func() {
+		if spool != nil {
+			_ = spool.Close()
+			_ = os.Remove(spool.Name())
+		}
+	}()
+	store := func(content io.Reader) {
+		f := &jobs.File{Purpose: purpose, Filename: filename, Owner: s.owner(r)}
+		if f.Filename == "" {
+			f.Filename = "file"
+		}
+		if err := s.opt.Jobs.CreateFile(r.Context(), f, content); err != nil {
+			s.writeOpenAIError(w, uploadReadError(err))
+			return
+		}
+		// Drain the rest of the body, so that the client sees the answer.
+		_, _ = io.Copy(io.Discard, r.Body)
+		writeJSON(w, 200, fileObject(f))
+	}
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
@@ -169,28 +194,41 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case "file":
-			if purpose == "" {
-				s.writeOpenAIError(w, invalidParam("purpose", "purpose is required, before the file part"))
+			if spool != nil {
+				s.writeOpenAIError(w, invalidParam("file", "only one file part is allowed"))
 				return
 			}
-			f := &jobs.File{Purpose: purpose, Filename: part.FileName(), Owner: s.owner(r)}
-			if f.Filename == "" {
-				f.Filename = "file"
+			filename = part.FileName()
+			content := &limitedReader{r: part, n: limit, max: limit}
+			if purpose != "" {
+				store(content)
+				return
 			}
-			if err := s.opt.Jobs.CreateFile(r.Context(), f, &limitedReader{r: part, n: limit, max: limit}); err != nil {
+			if spool, err = os.CreateTemp("", "infergate-upload-*"); err != nil {
+				s.writeOpenAIError(w, err)
+				return
+			}
+			if _, err := io.Copy(spool, content); err != nil {
 				s.writeOpenAIError(w, uploadReadError(err))
 				return
 			}
-			// Drain the rest of the body, so that the client sees the answer.
-			_, _ = io.Copy(io.Discard, r.Body)
-			writeJSON(w, 200, fileObject(f))
-			return
 		default:
 			// Unknown fields are ignored, as OpenAI's server does.
 			_, _ = io.Copy(io.Discard, part)
 		}
 	}
-	s.writeOpenAIError(w, invalidParam("file", "file is required"))
+	switch {
+	case spool == nil:
+		s.writeOpenAIError(w, invalidParam("file", "file is required"))
+	case purpose == "":
+		s.writeOpenAIError(w, invalidParam("purpose", "purpose is required"))
+	default:
+		if _, err := spool.Seek(0, io.SeekStart); err != nil {
+			s.writeOpenAIError(w, err)
+			return
+		}
+		store(spool)
+	}
 }
 
 // uploadReadError classifies an error met while reading an upload: a body

@@ -470,3 +470,34 @@ func TestCancelBatch(t *testing.T) {
 		t.Fatalf("Notify called %d times", n)
 	}
 }
+
+// TestUploadFileBeforePurpose sends the parts in the order the official
+// SDKs use (fields sorted by name: file, then purpose).
+func TestUploadFileBeforePurpose(t *testing.T) {
+	env := newBatchServer(t, 1<<20)
+	for _, tc := range []struct {
+		purpose string
+		status  int
+	}{{"batch", 200}, {"fine-tune", 400}, {"", 400}} {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		fw, _ := mw.CreateFormFile("file", "in.jsonl")
+		_, _ = io.WriteString(fw, goodFile(3))
+		if tc.purpose != "" {
+			_ = mw.WriteField("purpose", tc.purpose)
+		}
+		_ = mw.Close()
+		status, b := env.do(t, http.MethodPost, "/v1/files", &buf, map[string]string{"Content-Type": mw.FormDataContentType()})
+		if status != tc.status {
+			t.Fatalf("purpose %q: status %d, want %d: %s", tc.purpose, status, tc.status, b)
+		}
+		if status == 200 {
+			var f openai.FileObject
+			mustJSON(t, b, &f)
+			st, content := env.do(t, http.MethodGet, "/v1/files/"+f.ID+"/content", nil, nil)
+			if st != 200 || string(content) != goodFile(3) {
+				t.Fatalf("content: status %d: %q", st, content)
+			}
+		}
+	}
+}
