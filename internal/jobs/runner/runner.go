@@ -1,0 +1,739 @@
+// Package runner executes batch jobs durably: it leases the items of
+// in_progress batches from a jobs.Store, runs each through an Executor (the
+// server's bulk lane), records the outcomes with CompleteItems, and drives
+// batches through finalizing, cancelling and expiry to their terminal
+// status, writing the output and error files.
+//
+// Exactly-once recording rests on the store (see package jobs): the runner
+// only reports outcomes of items it holds a lease on, through
+// CompleteItems, and never writes results any other way. Inference itself
+// may run more than once for an item (a lease that expired, a crash before
+// the result was committed).
+//
+// A crash while finalizing leaves the batch in finalizing (or cancelling);
+// the next runner writes the files again and finishes it. The files
+// written by the crashed attempt are left behind, unreferenced.
+package runner
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/jobs"
+	"github.com/infergate/infergate/internal/openai"
+)
+
+// Executor runs one item's v2 inference request body against a model
+// through the server's bulk lane. status is the HTTP status the same
+// request would get from POST /v2/models/{model}/infer and resp its body.
+// err != nil means a transient failure (overload, unavailable, deadline):
+// the item is retried later. A 4xx status is permanent; a 5xx status is
+// retried like an error, and recorded with its response once the attempts
+// are used up.
+type Executor interface {
+	Execute(ctx context.Context, model string, body []byte) (status int, resp []byte, err error)
+}
+
+// Config configures a Runner. Store and Exec are required; the rest have
+// defaults.
+type Config struct {
+	Store  jobs.Store
+	Exec   Executor
+	Clock  clock.Clock  // default clock.Real
+	Logger *slog.Logger // default slog.Default()
+
+	// Owner names this runner in item leases; it must be unique per
+	// process start (default: hostname-pid-random).
+	Owner string
+	// LeaseBatch is the most items leased per call (default 64).
+	LeaseBatch int
+	// LeaseFor is the lease duration (default 2m). An item's execution is
+	// given at most this long.
+	LeaseFor time.Duration
+	// Concurrency is the most items in flight at once, across batches
+	// (default 256).
+	Concurrency int
+	// MaxAttempts is how many times an item is tried before a transient
+	// failure becomes final (default 3).
+	MaxAttempts int
+	// RetryDelay is the delay before the first retry (default 1s); it
+	// doubles with each attempt, up to MaxRetryDelay (default 5m).
+	RetryDelay    time.Duration
+	MaxRetryDelay time.Duration
+	// RetryJitter is the relative jitter of retry delays, the delay being
+	// multiplied by a random factor in [1-RetryJitter, 1+RetryJitter]
+	// (default 0.2; a negative value means none).
+	RetryJitter float64
+	// PollInterval is how often the runner looks for active batches and
+	// leasable items (default 200ms); Notify wakes it sooner.
+	PollInterval time.Duration
+	// ShutdownGrace is how long in-flight items get to finish when Run's
+	// context ends (default 5s), measured on the wall clock.
+	ShutdownGrace time.Duration
+	// ModelOf maps a batch endpoint to the model to run
+	// (default: openai.ParseEndpoint's model).
+	ModelOf func(endpoint string) (string, error)
+	// RateWindow is the window over which Rate measures completions
+	// (default 30s).
+	RateWindow time.Duration
+}
+
+// Runner runs batch jobs. Create it with New and start it with Run.
+type Runner struct {
+	cfg   Config
+	store jobs.Store
+	clk   clock.Clock
+	log   *slog.Logger
+
+	notify  chan struct{} // Notify: 1-buffered, coalescing
+	wake    chan struct{} // slots freed: 1-buffered, coalescing
+	sem     chan struct{} // one token per item in flight
+	results chan outcome  // item outcomes for the collector
+	used    atomic.Bool
+
+	mu       sync.Mutex
+	terminal map[string]jobs.Status // batches this runner moved to finalizing, and the status they end in
+	rates    map[string]*rateWindow
+	rng      *rand.Rand
+}
+
+type outcome struct {
+	res  jobs.ItemResult
+	done bool // false: dropped (shutdown), only the slot is freed
+}
+
+// New checks cfg, fills in its defaults and returns a Runner.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("runner: Config.Store is required")
+	}
+	if cfg.Exec == nil {
+		return nil, errors.New("runner: Config.Exec is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "runner"
+		}
+		cfg.Owner = fmt.Sprintf("%s-%d-%08x", host, os.Getpid(), rand.Uint32())
+	}
+	if cfg.LeaseBatch <= 0 {
+		cfg.LeaseBatch = 64
+	}
+	if cfg.LeaseFor <= 0 {
+		cfg.LeaseFor = 2 * time.Minute
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 256
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 3
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = time.Second
+	}
+	if cfg.MaxRetryDelay <= 0 {
+		cfg.MaxRetryDelay = 5 * time.Minute
+	}
+	if cfg.RetryJitter == 0 {
+		cfg.RetryJitter = 0.2
+	}
+	if cfg.RetryJitter < 0 {
+		cfg.RetryJitter = 0
+	}
+	if cfg.RetryJitter > 1 {
+		cfg.RetryJitter = 1
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 200 * time.Millisecond
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 5 * time.Second
+	}
+	if cfg.RateWindow <= 0 {
+		cfg.RateWindow = 30 * time.Second
+	}
+	if cfg.ModelOf == nil {
+		cfg.ModelOf = func(endpoint string) (string, error) {
+			model, _, ok := openai.ParseEndpoint(endpoint)
+			if !ok {
+				return "", infergate.Errorf(infergate.EInvalid, "unsupported batch endpoint %q", endpoint)
+			}
+			return model, nil
+		}
+	}
+	return &Runner{
+		cfg:      cfg,
+		store:    cfg.Store,
+		clk:      cfg.Clock,
+		log:      cfg.Logger.With("owner", cfg.Owner),
+		notify:   make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		sem:      make(chan struct{}, cfg.Concurrency),
+		results:  make(chan outcome, cfg.Concurrency),
+		terminal: map[string]jobs.Status{},
+		rates:    map[string]*rateWindow{},
+		rng:      rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}, nil
+}
+
+// Owner returns the lease owner name of the runner.
+func (r *Runner) Owner() string { return r.cfg.Owner }
+
+// Notify tells the runner that a batch was created or cancelled, so that
+// it looks at once instead of at its next poll. It never blocks.
+func (r *Runner) Notify() { signal(r.notify) }
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Run drives batches until ctx ends. It then stops leasing, gives the
+// items in flight up to ShutdownGrace to finish and records them, gives
+// back its remaining leases (ReleaseLeases) and returns nil. Store errors
+// along the way are logged and retried at the next poll. A Runner runs
+// once: a second call returns an error (start a new Runner, with a new
+// Owner, instead).
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.used.CompareAndSwap(false, true) {
+		return errors.New("runner: Run called twice")
+	}
+
+	// Items and store writes outlive ctx for the shutdown grace.
+	bg := context.WithoutCancel(ctx)
+	execCtx, cancelExec := context.WithCancel(bg)
+	defer cancelExec()
+
+	var items sync.WaitGroup
+	collectorDone := make(chan struct{})
+	stopCollector := make(chan struct{})
+	go func() {
+		defer close(collectorDone)
+		r.collect(bg, stopCollector)
+	}()
+
+	for {
+		r.tick(ctx, execCtx, &items)
+		t := r.clk.NewTimer(r.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+		case <-r.notify:
+		case <-r.wake:
+		case <-t.C():
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+
+	// Shutdown: no more leases; let the items in flight finish.
+	finished := make(chan struct{})
+	go func() { items.Wait(); close(finished) }()
+	grace := time.NewTimer(r.cfg.ShutdownGrace)
+	select {
+	case <-finished:
+	case <-grace.C:
+		cancelExec()
+		// An Executor that honours its context returns promptly now; one
+		// that does not is abandoned (its late result is dropped, and its
+		// lease released below).
+		short := time.NewTimer(r.cfg.ShutdownGrace / 5)
+		select {
+		case <-finished:
+		case <-short.C:
+			r.log.Warn("runner: items still running after the shutdown grace; abandoning them")
+		}
+		short.Stop()
+	}
+	grace.Stop()
+	close(stopCollector)
+	<-collectorDone
+
+	sctx, cancel := context.WithTimeout(bg, 30*time.Second)
+	defer cancel()
+	n, err := r.store.ReleaseLeases(sctx, r.cfg.Owner)
+	if err != nil {
+		r.log.Error("runner: releasing leases", "err", err)
+	} else if n > 0 {
+		r.log.Info("runner: released leases", "items", n)
+	}
+	return nil
+}
+
+// tick looks at every active batch once.
+func (r *Runner) tick(ctx, execCtx context.Context, items *sync.WaitGroup) {
+	batches, err := r.store.ActiveBatches(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Error("runner: listing active batches", "err", err)
+		}
+		return
+	}
+	r.forget(batches)
+	for _, b := range batches {
+		if ctx.Err() != nil {
+			return
+		}
+		var err error
+		switch b.Status {
+		case jobs.StatusInProgress:
+			err = r.inProgress(ctx, execCtx, items, b)
+		case jobs.StatusFinalizing:
+			err = r.finalizing(ctx, b)
+		case jobs.StatusCancelling:
+			err = r.cancelling(ctx, b)
+		default: // validating belongs to the HTTP layer
+		}
+		if err != nil && ctx.Err() == nil {
+			if infergate.ErrorCode(err) == infergate.EConflict {
+				// Another actor moved the batch meanwhile: look again next time.
+				r.log.Debug("runner: batch changed under us", "batch", b.ID, "err", err)
+				continue
+			}
+			r.log.Error("runner: driving batch", "batch", b.ID, "status", b.Status, "err", err)
+		}
+	}
+}
+
+func (r *Runner) inProgress(ctx, execCtx context.Context, items *sync.WaitGroup, b *jobs.Batch) error {
+	now := r.clk.Now()
+	if !b.ExpiresAt.IsZero() && !now.Before(b.ExpiresAt) {
+		if err := r.store.UpdateBatchStatus(ctx, b.ID, jobs.StatusInProgress, jobs.StatusFinalizing, now); err != nil {
+			return err
+		}
+		r.setTerminal(b.ID, jobs.StatusExpired)
+		b.Status, b.FinalizingAt = jobs.StatusFinalizing, now
+		return r.finalizing(ctx, b)
+	}
+	if b.Completed+b.Failed >= b.Total {
+		if err := r.store.UpdateBatchStatus(ctx, b.ID, jobs.StatusInProgress, jobs.StatusFinalizing, now); err != nil {
+			return err
+		}
+		r.setTerminal(b.ID, jobs.StatusCompleted)
+		b.Status, b.FinalizingAt = jobs.StatusFinalizing, now
+		return r.finalizing(ctx, b)
+	}
+	model, err := r.cfg.ModelOf(b.Endpoint)
+	if err != nil {
+		// No item of the batch can run: fail it as a whole.
+		return r.store.FinishBatch(ctx, b.ID, jobs.StatusInProgress, jobs.StatusFailed, now, jobs.Outcome{
+			Errors: []jobs.LineError{{Code: "invalid_endpoint", Message: infergate.ErrorMessage(err)}},
+		})
+	}
+
+	// Reserve slots, then lease as many items.
+	n := 0
+	for n < r.cfg.LeaseBatch {
+		select {
+		case r.sem <- struct{}{}:
+			n++
+			continue
+		default:
+		}
+		break
+	}
+	if n == 0 {
+		return nil
+	}
+	leased, err := r.store.LeaseItems(ctx, b.ID, r.cfg.Owner, n, r.cfg.LeaseFor)
+	for range n - len(leased) {
+		<-r.sem
+	}
+	if err != nil {
+		return err
+	}
+	for _, it := range leased {
+		items.Add(1)
+		go func() {
+			defer items.Done()
+			r.results <- r.execute(execCtx, model, it)
+		}()
+	}
+	return nil
+}
+
+// execute runs one leased item and turns the result into its outcome.
+func (r *Runner) execute(execCtx context.Context, model string, it *jobs.Item) outcome {
+	if it.Attempts > r.cfg.MaxAttempts {
+		// Leased more often than allowed without an outcome (its holders
+		// died or overran their leases): a poison pill, not run again.
+		return outcome{res: jobs.ItemResult{BatchID: it.BatchID, Seq: it.Seq, State: jobs.ItemFailed,
+			Error: fmt.Sprintf("%s: abandoned after %d attempts", infergate.EInternal, it.Attempts-1)}, done: true}
+	}
+	ctx, cancel := context.WithTimeout(execCtx, r.cfg.LeaseFor)
+	status, resp, err := r.cfg.Exec.Execute(ctx, model, it.Body)
+	cancel()
+	if execCtx.Err() != nil && (err != nil || status == 0) {
+		// Shut down before it finished: leave the item to ReleaseLeases.
+		return outcome{}
+	}
+	res := jobs.ItemResult{BatchID: it.BatchID, Seq: it.Seq}
+	switch {
+	case err == nil && status >= 200 && status < 300:
+		res.State, res.StatusCode, res.Result = jobs.ItemDone, status, resp
+		return outcome{res: res, done: true}
+	case err == nil && status >= 400 && status < 500:
+		res.State, res.StatusCode, res.Result = jobs.ItemFailed, status, resp
+		res.Error = bodyMessage(status, resp)
+		return outcome{res: res, done: true}
+	}
+	// Transient: an error, or a status that is neither success nor a
+	// client error.
+	var msg string
+	if err != nil {
+		msg = errorString(err)
+	} else {
+		msg = infergate.EInternal + ": " + bodyMessage(status, resp)
+	}
+	if it.Attempts >= r.cfg.MaxAttempts {
+		res.State, res.Error = jobs.ItemFailed, msg
+		if err == nil && status > 0 {
+			res.StatusCode, res.Result = status, resp
+		}
+		return outcome{res: res, done: true}
+	}
+	res.State, res.Error = jobs.ItemPending, msg
+	res.NextAttemptAt = r.clk.Now().Add(r.retryDelay(it.Attempts))
+	return outcome{res: res, done: true}
+}
+
+// retryDelay is the delay after the attempt-th attempt failed:
+// RetryDelay*2^(attempt-1) with jitter, at most MaxRetryDelay.
+func (r *Runner) retryDelay(attempt int) time.Duration {
+	d := r.cfg.RetryDelay
+	for i := 1; i < attempt && d < r.cfg.MaxRetryDelay; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.MaxRetryDelay)
+	if j := r.cfg.RetryJitter; j > 0 {
+		r.mu.Lock()
+		f := 1 - j + 2*j*r.rng.Float64()
+		r.mu.Unlock()
+		d = time.Duration(float64(d) * f)
+	}
+	return d
+}
+
+// errorString is the item error of a transient failure: "code: message".
+func errorString(err error) string {
+	var e *infergate.Error
+	if errors.As(err, &e) {
+		return e.Code + ": " + e.Message
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return infergate.EDeadline + ": " + err.Error()
+	}
+	return infergate.EInternal + ": " + err.Error()
+}
+
+// bodyMessage extracts an error message from an error response body
+// ({"error":"..."} as KServe v2, or {"error":{"message":"..."}} as
+// OpenAI), or describes the status.
+func bodyMessage(status int, body []byte) string {
+	var v struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(body, &v) == nil && len(v.Error) > 0 {
+		var s string
+		if json.Unmarshal(v.Error, &s) == nil && s != "" {
+			return s
+		}
+		var o struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(v.Error, &o) == nil && o.Message != "" {
+			return o.Message
+		}
+	}
+	return fmt.Sprintf("request failed with HTTP status %d", status)
+}
+
+// collect records item outcomes in groups: whatever has arrived since the
+// last CompleteItems goes in the next one. It returns once stop is closed
+// and the outcomes that arrived by then are recorded.
+func (r *Runner) collect(ctx context.Context, stop <-chan struct{}) {
+	const maxGroup = 512
+	var group []outcome
+	for {
+		group = group[:0]
+		select {
+		case o := <-r.results:
+			group = append(group, o)
+		case <-stop:
+			for {
+				select {
+				case o := <-r.results:
+					group = append(group, o)
+					continue
+				default:
+				}
+				break
+			}
+			r.flush(ctx, group)
+			return
+		}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case o := <-r.results:
+				group = append(group, o)
+			default:
+				break drain
+			}
+		}
+		r.flush(ctx, group)
+	}
+}
+
+func (r *Runner) flush(ctx context.Context, group []outcome) {
+	if len(group) == 0 {
+		return
+	}
+	results := make([]jobs.ItemResult, 0, len(group))
+	for _, o := range group {
+		if o.done {
+			results = append(results, o.res)
+		}
+	}
+	if len(results) > 0 {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		var stale []jobs.ItemKey
+		var err error
+		for try := 0; try < 3; try++ {
+			if stale, err = r.store.CompleteItems(sctx, r.cfg.Owner, results); err == nil {
+				break
+			}
+			time.Sleep(time.Duration(try+1) * 50 * time.Millisecond)
+		}
+		cancel()
+		if err != nil {
+			// The items stay leased; once their leases expire they run again.
+			r.log.Error("runner: recording item outcomes", "items", len(results), "err", err)
+		} else {
+			if len(stale) > 0 {
+				r.log.Warn("runner: stale item outcomes ignored", "items", len(stale))
+			}
+			r.countCompletions(results, stale)
+		}
+	}
+	for range group {
+		<-r.sem
+	}
+	signal(r.wake)
+}
+
+// forget drops what the runner remembers of batches that are no longer
+// active (finished by another replica, say).
+func (r *Runner) forget(active []*jobs.Batch) {
+	ids := make(map[string]bool, len(active))
+	for _, b := range active {
+		ids[b.ID] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.terminal {
+		if !ids[id] {
+			delete(r.terminal, id)
+		}
+	}
+	for id := range r.rates {
+		if !ids[id] {
+			delete(r.rates, id)
+		}
+	}
+}
+
+func (r *Runner) setTerminal(id string, s jobs.Status) {
+	r.mu.Lock()
+	r.terminal[id] = s
+	r.mu.Unlock()
+}
+
+// finalizing drives a batch in finalizing: it fails what has not started
+// if the batch is expiring, and once no item can run, writes the files and
+// finishes the batch.
+func (r *Runner) finalizing(ctx context.Context, b *jobs.Batch) error {
+	r.mu.Lock()
+	to, ok := r.terminal[b.ID]
+	r.mu.Unlock()
+	if !ok {
+		// Resumed after a restart. This runner moves a batch to finalizing
+		// at or after its expiry only to expire it.
+		to = jobs.StatusCompleted
+		if !b.ExpiresAt.IsZero() && !b.FinalizingAt.Before(b.ExpiresAt) {
+			to = jobs.StatusExpired
+		}
+	}
+	if to == jobs.StatusExpired {
+		if _, err := r.store.CancelPending(ctx, b.ID, jobs.ReasonExpired); err != nil {
+			return err
+		}
+	}
+	counts, err := r.store.CountItems(ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	if counts.Runnable() > 0 {
+		if to != jobs.StatusExpired {
+			// Only an expiring batch enters finalizing with items left
+			// (a resumed one whose timestamps did not tell): expire it.
+			r.setTerminal(b.ID, jobs.StatusExpired)
+			if _, err := r.store.CancelPending(ctx, b.ID, jobs.ReasonExpired); err != nil {
+				return err
+			}
+		}
+		return nil // live leases: wait for them to end
+	}
+	return r.finalize(ctx, b, jobs.StatusFinalizing, to, counts)
+}
+
+// cancelling drives a batch in cancelling: it fails the items that have not
+// started, and once no item can run, writes the files and finishes the
+// batch as cancelled.
+func (r *Runner) cancelling(ctx context.Context, b *jobs.Batch) error {
+	if _, err := r.store.CancelPending(ctx, b.ID, jobs.ReasonCancelled); err != nil {
+		return err
+	}
+	counts, err := r.store.CountItems(ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	if counts.Runnable() > 0 {
+		return nil
+	}
+	return r.finalize(ctx, b, jobs.StatusCancelling, jobs.StatusCancelled, counts)
+}
+
+// finalize writes the output and error files of a batch whose items are
+// all terminal and moves it from from to to with them.
+func (r *Runner) finalize(ctx context.Context, b *jobs.Batch, from, to jobs.Status, counts jobs.ItemCounts) error {
+	var out jobs.Outcome
+	var err error
+	if counts.Done > 0 {
+		if out.OutputFileID, err = r.writeFile(ctx, b, jobs.ItemDone, b.ID+"_output.jsonl"); err != nil {
+			return err
+		}
+	}
+	if counts.Failed > 0 {
+		if out.ErrorFileID, err = r.writeFile(ctx, b, jobs.ItemFailed, b.ID+"_error.jsonl"); err != nil {
+			return err
+		}
+	}
+	if err := r.store.FinishBatch(ctx, b.ID, from, to, r.clk.Now(), out); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.terminal, b.ID)
+	delete(r.rates, b.ID)
+	r.mu.Unlock()
+	r.log.Info("runner: batch finished", "batch", b.ID, "status", to,
+		"completed", counts.Done, "failed", counts.Failed)
+	return nil
+}
+
+// writeFile streams the batch's items in state into a new file of
+// purpose batch_output and returns its ID.
+func (r *Runner) writeFile(ctx context.Context, b *jobs.Batch, state jobs.ItemState, name string) (string, error) {
+	pr, pw := io.Pipe()
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		bw := bufio.NewWriterSize(pw, 64<<10)
+		err := r.store.ItemResults(ctx, b.ID, state, func(it *jobs.Item) error {
+			return openai.WriteOutputLine(bw, outputLine(it))
+		})
+		if err == nil {
+			err = bw.Flush()
+		}
+		pw.CloseWithError(err) // nil: EOF
+	}()
+	f := &jobs.File{Purpose: jobs.PurposeBatchOutput, Filename: name, Owner: b.Owner}
+	err := r.store.CreateFile(ctx, f, pr)
+	pr.CloseWithError(errors.New("runner: file not read to the end")) // unblocks the writer if CreateFile stopped early
+	<-wdone
+	if err != nil {
+		return "", fmt.Errorf("writing %s: %w", name, err)
+	}
+	return f.ID, nil
+}
+
+// outputLine is the output or error file line of a terminal item.
+func outputLine(it *jobs.Item) *openai.BatchOutputLine {
+	l := &openai.BatchOutputLine{ID: openai.NewLineID(), CustomID: it.CustomID}
+	if it.StatusCode > 0 && (it.State == jobs.ItemDone || len(it.Result) > 0) {
+		l.Response = &openai.BatchResponse{
+			StatusCode: it.StatusCode,
+			RequestID:  openai.NewRequestID(),
+			Body:       jsonBody(it.Result),
+		}
+		return l
+	}
+	code, msg := lineError(it.Error)
+	l.Error = &openai.BatchLineError{Code: code, Message: msg}
+	return l
+}
+
+// jsonBody returns b if it is JSON, else b as a JSON string (null if
+// empty).
+func jsonBody(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage("null")
+	}
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+// lineError splits an item error into an error code and message.
+func lineError(e string) (code, msg string) {
+	switch e {
+	case jobs.ReasonCancelled:
+		return e, "This request was not executed because the batch was cancelled."
+	case jobs.ReasonExpired:
+		return e, "This request could not be executed before the completion window expired."
+	}
+	if c, m, ok := strings.Cut(e, ": "); ok && isCode(c) {
+		return c, m
+	}
+	if e == "" {
+		e = "request failed"
+	}
+	return "request_failed", e
+}
+
+func isCode(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
