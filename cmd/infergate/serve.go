@@ -214,6 +214,7 @@ func openRuntime(cfg config.Config, log *slog.Logger) (backend.Runtime, error) {
 // server is a running infergate.
 type server struct {
 	eng  *engine.Engine
+	jobs *jobsStack
 	http *http.Server
 	ln   net.Listener
 	log  *slog.Logger
@@ -245,16 +246,23 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 			return nil, err
 		}
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	jobs, err := startJobs(cfg, eng, clk, log)
 	if err != nil {
 		_ = eng.Close(context.Background())
 		return nil, err
 	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = jobs.Close(10 * time.Second)
+		_ = eng.Close(context.Background())
+		return nil, err
+	}
 	h := httpapi.New(eng, reg, httpapi.Options{MaxBodyBytes: cfg.MaxBodyBytes, Version: version,
-		Limits: kserve.Limits{MaxElements: cfg.MaxTensorElements}}, log)
+		Limits: kserve.Limits{MaxElements: cfg.MaxTensorElements},
+		Jobs:   jobs.store, Notify: jobs.runner.Notify, Rate: jobs.runner.Rate, Clock: clk}, log)
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	s := &server{eng: eng, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}
+	s := &server{eng: eng, jobs: jobs, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errc <- err
@@ -264,17 +272,20 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 	return s, nil
 }
 
-// Close shuts down in order: readiness off, the HTTP server drains its
-// in-flight requests (which the schedulers still serve), then the
+// Close shuts down in order: readiness off; the HTTP server drains its
+// in-flight requests (which the schedulers still serve); the batch runner
+// stops leasing, records its in-flight items (still served by the
+// schedulers) and releases its leases, and the job store closes; then the
 // schedulers drain and the sessions close.
 func (s *server) Close(ctx context.Context) error {
 	s.eng.SetReady(false)
 	err := s.http.Shutdown(ctx)
+	jerr := s.jobs.Close(15 * time.Second)
 	// The schedulers get their own budget: a slow drain of HTTP requests
 	// must not leave them none.
 	ectx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(err, s.eng.Close(ectx))
+	return errors.Join(err, jerr, s.eng.Close(ectx))
 }
 
 func runModelGen(args []string, stdout io.Writer) error {

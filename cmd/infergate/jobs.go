@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/config"
+	"github.com/infergate/infergate/internal/engine"
+	"github.com/infergate/infergate/internal/httpapi"
+	"github.com/infergate/infergate/internal/jobs/runner"
+	"github.com/infergate/infergate/internal/jobs/sqlite"
+	"github.com/infergate/infergate/internal/kserve"
+)
+
+// jobsStack is the batch-job side of a server: the durable store and the
+// runner that executes its items through the bulk lane.
+type jobsStack struct {
+	store  *sqlite.Store
+	runner *runner.Runner
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startJobs opens the SQLite job store in the data folder and starts the
+// runner. Batches left in progress by an earlier process resume.
+func startJobs(cfg config.Config, eng *engine.Engine, clk clock.Clock, log *slog.Logger) (*jobsStack, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	store, err := sqlite.Open(filepath.Join(cfg.DataDir, "jobs.db"), clk)
+	if err != nil {
+		return nil, fmt.Errorf("job store: %w", err)
+	}
+	run, err := runner.New(runner.Config{
+		Store: store, Exec: httpapi.NewExecutor(eng, kserve.Limits{MaxElements: cfg.MaxTensorElements}), Clock: clk,
+		Logger: log.With("component", "runner"),
+	})
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &jobsStack{store: store, runner: run, cancel: cancel, done: make(chan error, 1)}
+	go func() { j.done <- run.Run(ctx) }()
+	return j, nil
+}
+
+// Close stops the runner (it records its in-flight items and releases its
+// leases) and then closes the store. The schedulers must still run.
+func (j *jobsStack) Close(timeout time.Duration) error {
+	j.cancel()
+	var err error
+	select {
+	case err = <-j.done:
+	case <-time.After(timeout):
+		err = fmt.Errorf("batch runner did not stop within %s", timeout)
+	}
+	if cerr := j.store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
