@@ -38,7 +38,7 @@ func startJobs(cfg config.Config, eng *engine.Engine, clk clock.Clock, log *slog
 	}
 	run, err := runner.New(runner.Config{
 		Store: store, Exec: httpapi.NewExecutor(eng, kserve.Limits{MaxElements: cfg.MaxTensorElements}), Clock: clk,
-		Logger: log.With("component", "runner"),
+		Logger: log.With("component", "runner"), LeaseFor: cfg.BatchLease,
 	})
 	if err != nil {
 		_ = store.Close()

@@ -53,6 +53,12 @@ type Config struct {
 	// latency low while lower classes are shed, at the price of saturation
 	// throughput (see docs/benchmarks.md). Optional. Defaults to 0.
 	ComputeNice int `yaml:"compute_nice"`
+	// BatchLease is how long the batch runner holds the items it takes. A
+	// process killed mid-batch leaves its items leased: they run again
+	// once the lease expires, so this bounds the time a restart takes to
+	// resume. Items still waiting for capacity when it expires are
+	// retried. Optional. Defaults to 10s.
+	BatchLease time.Duration `yaml:"batch_lease"`
 	// Models are served in addition to the repository's. With neither,
 	// the reference model is generated and served as "mlp".
 	Models []Model `yaml:"models"`
@@ -89,6 +95,7 @@ func Default() Config {
 		PricePerInstanceHour: 0.10,
 		MaxBodyBytes:         64 << 20,
 		MaxTensorElements:    16 << 20,
+		BatchLease:           10 * time.Second,
 	}
 }
 
@@ -225,6 +232,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ComputeNice < 0 || c.ComputeNice > 19 {
 		return fmt.Errorf("compute_nice: %d: want 0..19", c.ComputeNice)
+	}
+	if c.BatchLease < time.Second {
+		return fmt.Errorf("batch_lease: %s: must be >= 1s", c.BatchLease)
 	}
 	if c.MaxBodyBytes < 1024 {
 		return fmt.Errorf("max_body_bytes: %d: must be >= 1024", c.MaxBodyBytes)

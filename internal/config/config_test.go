@@ -131,7 +131,7 @@ func TestLoadFull(t *testing.T) {
 	want := Config{
 		Addr: "0.0.0.0:9000", DataDir: "/var/lib/infergate", Runtime: "onnxruntime",
 		ORTLibrary: "/opt/onnxruntime/lib/libonnxruntime.so", PricePerInstanceHour: 2.5,
-		ModelRepository: "/srv/models", MaxBodyBytes: 1 << 20, MaxTensorElements: 100000,
+		ModelRepository: "/srv/models", MaxBodyBytes: 1 << 20, MaxTensorElements: 100000, BatchLease: 10 * time.Second,
 		Models: []Model{{
 			Name: "mlp", Path: "/srv/mlp/model.onnx", Instances: 2, Threads: 4, MaxBatchSize: 128, WarmupRuns: -1,
 			Classes: map[string]batching.Policy{
