@@ -39,6 +39,9 @@ func startJobs(cfg config.Config, eng *engine.Engine, clk clock.Clock, log *slog
 	run, err := runner.New(runner.Config{
 		Store: store, Exec: httpapi.NewExecutor(eng, kserve.Limits{MaxElements: cfg.MaxTensorElements}), Clock: clk,
 		Logger: log.With("component", "runner"), LeaseFor: cfg.BatchLease,
+		// Enough in flight to keep several full bulk batches queued, and well
+		// under the bulk queue limit (1,024) so that items are not refused.
+		LeaseBatch: 128, Concurrency: 512,
 	})
 	if err != nil {
 		_ = store.Close()
