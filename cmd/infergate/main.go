@@ -4,6 +4,7 @@
 //	infergate serve [--addr HOST:PORT] [--data-dir DIR] [--config FILE]
 //	infergate bench --model mlp --policy single|time|size|hybrid --rate N --duration D [--json]
 //	infergate model gen [--out FILE]
+//	infergate batch submit|list|status|cancel|results [--url URL] ...
 //	infergate fetch            fetch the ONNX Runtime library into the cache
 package main
 
@@ -28,6 +29,7 @@ const usage = `usage: infergate <command> [flags]
 commands:
   serve       serve models (default: the reference model "mlp")
   bench       load-test a server (in-process or --url) or the runtime alone (--raw)
+  batch       submit, list, inspect, cancel and download batches (--url)
   model gen   write the reference ONNX model
   fetch       fetch the pinned ONNX Runtime library into the cache folder
   version     print the version
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("usage: infergate model gen [--out FILE]")
 		}
 		return runModelGen(args[2:], stdout)
+	case "batch":
+		return runBatch(ctx, args[1:], stdout, stderr)
 	case "fetch":
 		return runFetch(ctx, args[1:], stdout)
 	case "version":
