@@ -9,7 +9,7 @@ DATA     ?= ./data
 RUN      ?= .
 export INFERGATE_CACHE := $(CACHE)
 
-.PHONY: help run build test test-race test-nocgo test-bench-smoke bench bench-e2e lint fmt verify fetch clean
+.PHONY: help run build test test-race test-nocgo test-bench-smoke bench bench-e2e crash-test lint fmt verify fetch clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -42,6 +42,9 @@ bench: ## scheduler and runtime micro-benchmarks
 
 bench-e2e: build fetch ## the goodput comparison of docs/benchmarks.md
 	$(BIN) bench --model mlp --policy single,time,size,hybrid --goodput --slo-ms 100 --duration 5s --warmup 1s
+
+crash-test: build fetch ## SIGKILL the server during a batch and check it ends exactly once (CRASH_ITEMS, CRASH_KILLS)
+	scripts/crashtest.sh
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
