@@ -58,6 +58,10 @@ type Config struct {
 	// Owner names this runner in item leases; it must be unique per
 	// process start (default: hostname-pid-random).
 	Owner string
+	// MaxLeases is how many times an item may be leased before it is
+	// failed without running, as a poison pill that kills its holders
+	// (default max(10, 3*MaxAttempts)).
+	MaxLeases int
 	// LeaseBatch is the most items leased per call (default 64).
 	LeaseBatch int
 	// LeaseFor is the lease duration (default 2m). An item's execution is
@@ -147,6 +151,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 3
+	}
+	if cfg.MaxLeases <= 0 {
+		cfg.MaxLeases = max(10, 3*cfg.MaxAttempts)
 	}
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = time.Second
@@ -377,9 +384,11 @@ func (r *Runner) inProgress(ctx, execCtx context.Context, items *sync.WaitGroup,
 
 // execute runs one leased item and turns the result into its outcome.
 func (r *Runner) execute(execCtx context.Context, model string, it *jobs.Item) outcome {
-	if it.Attempts > r.cfg.MaxAttempts {
-		// Leased more often than allowed without an outcome (its holders
-		// died or overran their leases): a poison pill, not run again.
+	if it.Attempts > r.cfg.MaxLeases {
+		// Leased far more often than it was retried (its holders died or
+		// overran their leases): a poison pill, not run again. A lease
+		// lost to a killed process counts as an attempt in the store, so
+		// this allowance is separate from, and larger than, MaxAttempts.
 		return outcome{res: jobs.ItemResult{BatchID: it.BatchID, Seq: it.Seq, State: jobs.ItemFailed,
 			Error: fmt.Sprintf("%s: abandoned after %d attempts", infergate.EInternal, it.Attempts-1)}, done: true}
 	}
