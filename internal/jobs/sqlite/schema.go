@@ -75,7 +75,6 @@ CREATE TABLE items (
 	batch_pk        INTEGER NOT NULL REFERENCES batches (pk) ON DELETE CASCADE,
 	seq             INTEGER NOT NULL,
 	custom_id       TEXT    NOT NULL,
-	body            BLOB    NOT NULL,
 	state           TEXT    NOT NULL DEFAULT 'pending',
 	attempts        INTEGER NOT NULL DEFAULT 0,
 	lease_owner     TEXT    NOT NULL DEFAULT '',
@@ -87,6 +86,15 @@ CREATE TABLE items (
 	PRIMARY KEY (batch_pk, seq)
 );
 CREATE UNIQUE INDEX items_custom_id ON items (batch_pk, custom_id);
+-- Request bodies live apart from the item rows: leasing and completing
+-- rewrite an item's row, and a body of kilobytes in it would be rewritten
+-- (overflow pages and all) with every state change.
+CREATE TABLE item_bodies (
+	batch_pk INTEGER NOT NULL REFERENCES batches (pk) ON DELETE CASCADE,
+	seq      INTEGER NOT NULL,
+	body     BLOB    NOT NULL,
+	PRIMARY KEY (batch_pk, seq)
+);
 -- Results, counts and cancellation: by state in seq order.
 CREATE INDEX items_state ON items (batch_pk, state, seq);
 -- Leasing: the runnable items only, in seq order, with the columns the

@@ -593,13 +593,19 @@ func insertItems(ctx context.Context, tx *sql.Tx, batchPK int64, items iter.Seq2
 	if items == nil {
 		return 0, nil
 	}
-	const cols = 4
+	const cols = 3
 	full, err := tx.PrepareContext(ctx, insertItemsSQL(itemChunk))
 	if err != nil {
 		return 0, err
 	}
 	defer full.Close()
+	fullBodies, err := tx.PrepareContext(ctx, insertBodiesSQL(itemChunk))
+	if err != nil {
+		return 0, err
+	}
+	defer fullBodies.Close()
 	args := make([]any, 0, itemChunk*cols)
+	bodyArgs := make([]any, 0, itemChunk*cols)
 	ids := make([]string, 0, itemChunk)
 	var seq int64
 	bytes := 0
@@ -616,7 +622,14 @@ func insertItems(ctx context.Context, tx *sql.Tx, batchPK int64, items iter.Seq2
 		if isUniqueViolation(err) {
 			return duplicateCustomID(ctx, tx, batchPK, ids)
 		}
-		args, ids, bytes = args[:0], ids[:0], 0
+		if err == nil {
+			if len(ids) == itemChunk {
+				_, err = fullBodies.ExecContext(ctx, bodyArgs...)
+			} else {
+				_, err = tx.ExecContext(ctx, insertBodiesSQL(len(ids)), bodyArgs...)
+			}
+		}
+		args, bodyArgs, ids, bytes = args[:0], bodyArgs[:0], ids[:0], 0
 		return err
 	}
 	for it, err := range items {
@@ -633,7 +646,8 @@ func insertItems(ctx context.Context, tx *sql.Tx, batchPK int64, items iter.Seq2
 		if body == nil {
 			body = []byte{}
 		}
-		args = append(args, batchPK, seq, it.CustomID, body)
+		args = append(args, batchPK, seq, it.CustomID)
+		bodyArgs = append(bodyArgs, batchPK, seq, body)
 		ids = append(ids, it.CustomID)
 		seq++
 		bytes += len(body)
@@ -650,13 +664,22 @@ func insertItems(ctx context.Context, tx *sql.Tx, batchPK int64, items iter.Seq2
 }
 
 func insertItemsSQL(n int) string {
+	return insertSQL(`INSERT INTO items (batch_pk, seq, custom_id) VALUES `, n)
+}
+
+func insertBodiesSQL(n int) string {
+	return insertSQL(`INSERT INTO item_bodies (batch_pk, seq, body) VALUES `, n)
+}
+
+// insertSQL appends n rows of three placeholders to head.
+func insertSQL(head string, n int) string {
 	var sb strings.Builder
-	sb.WriteString(`INSERT INTO items (batch_pk, seq, custom_id, body) VALUES `)
+	sb.WriteString(head)
 	for i := range n {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
-		sb.WriteString(`(?, ?, ?, ?)`)
+		sb.WriteString(`(?, ?, ?)`)
 	}
 	return sb.String()
 }
@@ -835,28 +858,76 @@ func (s *Store) LeaseItems(ctx context.Context, batchID, owner string, n int, le
 				WHERE batch_pk = ?3 AND state IN ('pending', 'leased')
 					AND ((state = 'pending' AND next_attempt_at <= ?4) OR (state = 'leased' AND lease_until <= ?4))
 				ORDER BY seq LIMIT ?5)
-			RETURNING seq, custom_id, body, attempts, next_attempt_at, error`,
+			RETURNING seq, custom_id, attempts, next_attempt_at, error`,
 			owner, ts(until), pk, ts(now), n)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		for rows.Next() {
 			it := &jobs.Item{BatchID: batchID, State: jobs.ItemLeased, LeaseOwner: owner, LeaseUntil: until}
 			var next int64
-			if err := rows.Scan(&it.Seq, &it.CustomID, &it.Body, &it.Attempts, &next, &it.Error); err != nil {
+			if err := rows.Scan(&it.Seq, &it.CustomID, &it.Attempts, &next, &it.Error); err != nil {
+				rows.Close()
 				return err
 			}
 			it.NextAttemptAt = tm(next)
 			items = append(items, it)
 		}
-		return rows.Err()
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		return loadBodies(ctx, tx, pk, items)
 	})
 	if err != nil {
 		return nil, err
 	}
 	slices.SortFunc(items, func(a, b *jobs.Item) int { return cmp.Compare(a.Seq, b.Seq) })
 	return items, nil
+}
+
+// loadBodies fills in the request bodies of items (all of batch pk).
+func loadBodies(ctx context.Context, tx *sql.Tx, pk int64, items []*jobs.Item) error {
+	if len(items) == 0 {
+		return nil
+	}
+	bySeq := make(map[int64]*jobs.Item, len(items))
+	var q strings.Builder
+	q.WriteString(`SELECT seq, body FROM item_bodies WHERE batch_pk = ? AND seq IN (`)
+	args := make([]any, 0, len(items)+1)
+	args = append(args, pk)
+	for i, it := range items {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteByte('?')
+		args = append(args, it.Seq)
+		bySeq[it.Seq] = it
+	}
+	q.WriteByte(')')
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	found := 0
+	for rows.Next() {
+		var seq int64
+		var body []byte
+		if err := rows.Scan(&seq, &body); err != nil {
+			return err
+		}
+		if it := bySeq[seq]; it != nil {
+			it.Body = body
+			found++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if found != len(items) {
+		return infergate.Errorf(infergate.EInternal, "%d of %d leased items have no stored body", len(items)-found, len(items))
+	}
+	return nil
 }
 
 // CompleteItems implements jobs.Store.
