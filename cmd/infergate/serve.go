@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,12 +114,24 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var f serveFlags
 	f.register(fs)
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server to `file` until it stops")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cfg, err := f.load()
 	if err != nil {
