@@ -52,9 +52,31 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch) (wake time.Time) {
 		if limit == 0 {
 			return wake
 		}
+	} else if !s.lastRealtime.IsZero() && now.Sub(s.lastRealtime) < realtimeWindow {
+		// Real-time traffic is flowing but none is queued right now: the
+		// next request may arrive at any moment and would wait for this
+		// batch, so keep it within the real-time classes' queue delay.
+		limit = max(s.fitLocked(limit, s.realtimeBudget()), 1)
 	}
 	s.takeLocked(c, now, b, limit)
 	return time.Time{}
+}
+
+// realtimeWindow is how recently an urgent or normal request must have
+// arrived for bulk batches to be kept short.
+const realtimeWindow = time.Second
+
+// realtimeBudget is how long a bulk batch may run while real-time traffic
+// flows: the shorter max queue delay of the urgent and normal classes
+// (hybrid), at least a millisecond.
+func (s *Scheduler) realtimeBudget() time.Duration {
+	d := time.Duration(0)
+	for _, c := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
+		if p := s.pol[c]; p.Kind == Hybrid && p.MaxQueueDelay > 0 && (d == 0 || p.MaxQueueDelay < d) {
+			d = p.MaxQueueDelay
+		}
+	}
+	return max(d, time.Millisecond)
 }
 
 // fitLocked returns the largest batch size <= limit, halving, whose

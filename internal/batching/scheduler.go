@@ -123,6 +123,8 @@ type Scheduler struct {
 	total     int
 	closed    bool
 	instances int
+	// lastRealtime is when the last urgent or normal request arrived.
+	lastRealtime time.Time
 
 	kick   chan struct{}
 	stop   chan struct{}
@@ -308,6 +310,9 @@ func (s *Scheduler) admit(r *request) error {
 	}
 	s.q[c].pushBack(r)
 	s.total++
+	if c != infergate.ClassBulk {
+		s.lastRealtime = r.enq
+	}
 	return nil
 }
 

@@ -393,6 +393,7 @@ type shapeRecorder struct {
 	shapes  [][]int64
 	hang    chan struct{}
 	started atomic.Int32
+	perItem time.Duration // sleep per item, so the latency model learns a real curve
 }
 
 func (s *shapeRecorder) Run(_ context.Context, in []infergate.Tensor) ([]infergate.Tensor, error) {
@@ -404,6 +405,7 @@ func (s *shapeRecorder) Run(_ context.Context, in []infergate.Tensor) ([]inferga
 	s.shapes = append(s.shapes, append([]int64(nil), in[0].Shape...))
 	s.mu.Unlock()
 	n := in[0].Shape[0]
+	time.Sleep(time.Duration(n) * s.perItem)
 	return []infergate.Tensor{{Name: "y", DataType: infergate.FP32, Shape: []int64{n, 1}, Data: make([]byte, 4*n)}}, nil
 }
 
@@ -551,6 +553,54 @@ func TestPolicyValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.p.Validate(64); (err == nil) != tc.ok {
 				t.Fatalf("Validate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestBulkBatchesStayShortWhileRealtimeFlows(t *testing.T) {
+	pol := policies(Policy{Kind: Hybrid, MaxBatchSize: 64, MaxQueueDelay: 5 * time.Millisecond})
+	pol[infergate.ClassBulk] = Policy{Kind: Hybrid, MaxBatchSize: 64}
+	for _, tc := range []struct {
+		name     string
+		realtime bool
+		wantMax  int
+	}{
+		{"bulk alone gets full batches", false, 64},
+		// At 1ms per item a 5ms budget fits at most 4 items.
+		{"bulk behind recent realtime stays within its queue delay", true, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lat := perfmodel.New()
+			lat.Observe(4, 4*time.Millisecond)
+			lat.Observe(64, 64*time.Millisecond)
+			exec := &shapeRecorder{hang: make(chan struct{}), perItem: time.Millisecond}
+			s := newSched(t, Config{MaxBatchSize: 64, Latency: lat, Policies: pol}, exec)
+			var chans []<-chan submitted
+			if tc.realtime {
+				chans = append(chans, submitAsync(s, t.Context(), infergate.ClassNormal, 0))
+			} else {
+				chans = append(chans, submitAsync(s, t.Context(), infergate.ClassBulk, 0))
+			}
+			waitFor(t, "first running", func() bool { return exec.started.Load() == 1 })
+			for i := range 64 {
+				chans = append(chans, submitAsync(s, t.Context(), infergate.ClassBulk, float32(i)))
+			}
+			waitFor(t, "bulk queued", func() bool { return s.QueueLen(infergate.ClassBulk) == 64 })
+			close(exec.hang)
+			for _, ch := range chans {
+				if r := <-ch; r.err != nil {
+					t.Fatal(r.err)
+				}
+			}
+			exec.mu.Lock()
+			defer exec.mu.Unlock()
+			biggest := 0
+			for _, sh := range exec.shapes[1:] {
+				biggest = max(biggest, int(sh[0]))
+			}
+			if tc.realtime && (biggest > tc.wantMax || biggest == 0) || !tc.realtime && biggest != tc.wantMax {
+				t.Fatalf("largest bulk batch %d, want at most %d (batches %v)", biggest, tc.wantMax, exec.shapes)
 			}
 		})
 	}
