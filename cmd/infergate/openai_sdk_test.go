@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
-
-	"github.com/infergate/infergate/internal/config"
 )
 
 // TestOpenAISDKBatchFlow drives the batch API with the official OpenAI Go
@@ -28,25 +25,7 @@ import (
 func TestOpenAISDKBatchFlow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	cfg := config.Default()
-	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
-	var f serveFlags
-	f.threads = -1
-	log := slog.New(slog.DiscardHandler)
-	models, err := resolveModels(cfg, &f, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := startServer(ctx, cfg, models, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = srv.Close(c)
-	})
-	base := "http://" + srv.Addr()
+	base := startBatchTestServer(ctx, t)
 	client := openai.NewClient(option.WithBaseURL(base+"/v1/"), option.WithAPIKey("not-checked"), option.WithMaxRetries(0))
 
 	const n = 40

@@ -122,17 +122,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	cfg, err := f.load()
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -336,4 +330,24 @@ func runFetch(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, p)
 	}
 	return nil
+}
+
+// startCPUProfile writes a CPU profile to path (nothing if path is empty)
+// until the returned function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	pf, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		_ = pf.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = pf.Close()
+	}, nil
 }
