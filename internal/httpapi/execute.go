@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 
@@ -34,12 +33,13 @@ func NewExecutor(eng Engine, lim kserve.Limits) *Executor {
 // as err, for the caller to retry; status and resp are then zero.
 //
 // Outputs are always written as JSON, even if the request asks for binary
-// data, since a batch output line holds a JSON body. body is copied before
-// it is decoded: the tensors handed to the scheduler never alias the
-// caller's memory, which a worker may still read after ctx ends. resp is
-// freshly allocated and the caller's to keep.
+// data, since a batch output line holds a JSON body. body is decoded as
+// JSON only (no binary section), which parses every tensor into memory of
+// its own: nothing handed to the scheduler aliases body, which a worker
+// might otherwise still read after ctx ends. resp is freshly allocated and
+// the caller's to keep.
 func (x *Executor) Execute(ctx context.Context, model string, body []byte) (status int, resp []byte, err error) {
-	out, err := x.execute(ctx, model, bytes.Clone(body))
+	out, err := x.execute(ctx, model, body)
 	if err != nil {
 		switch code := infergate.ErrorCode(err); code {
 		case infergate.EInvalid, infergate.ENotFound, infergate.EUnprocess, infergate.ETooLarge:
