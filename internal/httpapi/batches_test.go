@@ -60,22 +60,7 @@ func newBatchServer(t *testing.T, maxUpload int64) *batchEnv {
 
 func (e *batchEnv) do(t *testing.T, method, path string, body io.Reader, hdr map[string]string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, e.url+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := doRequest(t, method, e.url+path, body, hdr)
 	return resp.StatusCode, b
 }
 

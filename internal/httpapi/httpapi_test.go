@@ -58,7 +58,14 @@ func newServer(t *testing.T, classes map[string]batching.Policy, sess func() *fa
 
 func post(t *testing.T, url string, body []byte, hdr map[string]string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, bytes.NewReader(body))
+	return doRequest(t, http.MethodPost, url, bytes.NewReader(body), hdr)
+}
+
+// doRequest sends one request with the test client and returns the
+// response (body closed) and its body.
+func doRequest(t *testing.T, method, url string, body io.Reader, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}
