@@ -3,6 +3,7 @@ package kserve
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"reflect"
 	"testing"
@@ -160,6 +161,41 @@ func FuzzDecodeInferResponse(f *testing.F) {
 				!reflect.DeepEqual(got.Parameters, resp.Parameters) && len(resp.Parameters)+len(got.Parameters) > 0 {
 				t.Fatalf("re-decode: got %+v, want %+v", got, resp)
 			}
+		}
+	})
+}
+
+// FuzzObjectMembers checks the object splitter against encoding/json: what
+// it accepts is one valid JSON object whose members it reports in order
+// with valid values, and it never panics.
+func FuzzObjectMembers(f *testing.F) {
+	for _, s := range []string{
+		`{"custom_id":"a","method":"POST","url":"/v2/models/m/infer","body":{"inputs":[]}}`,
+		`{}`, ` { "a" : [1, {"b": null}] , "a": "x\u00e9" } `, `{"a":1}x`, `[1]`, `{"a"}`, `{"\ud800":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n := 0
+		err := ObjectMembers(b, func(key, value []byte) error {
+			n++
+			if !json.Valid(value) {
+				t.Fatalf("member %q: invalid value %q", key, value)
+			}
+			return nil
+		})
+		if err != nil {
+			return
+		}
+		if !json.Valid(b) {
+			t.Fatalf("accepted invalid JSON %q", b)
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(b, &obj) != nil {
+			t.Fatalf("accepted a non-object %q", b)
+		}
+		if len(obj) > n {
+			t.Fatalf("reported %d members, encoding/json sees %d keys", n, len(obj))
 		}
 	})
 }

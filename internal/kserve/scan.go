@@ -599,3 +599,38 @@ func (n *number) float32(src []byte) (float32, bool) {
 	f, err := strconv.ParseFloat(string(n.tok(src)), 32)
 	return float32(f), err == nil
 }
+
+// ObjectMembers parses b as exactly one JSON object and calls fn with each
+// member's key (unescaped; it may alias b) and raw value (a sub-slice of
+// b), in order. The whole input is validated with the same strict scanner
+// as inference requests: nesting depth is bounded and nothing but white
+// space may follow the object. Errors are EInvalid with the byte offset.
+func ObjectMembers(b []byte, fn func(key, value []byte) error) error {
+	s := scanner{b: b}
+	if err := s.expect('{'); err != nil {
+		return err
+	}
+	first := true
+	for {
+		ok, err := s.more('}', &first)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		k, err := s.key()
+		if err != nil {
+			return err
+		}
+		s.ws()
+		start := s.i
+		if err := s.skip(1); err != nil {
+			return err
+		}
+		if err := fn(k, s.b[start:s.i]); err != nil {
+			return err
+		}
+	}
+	return s.end()
+}

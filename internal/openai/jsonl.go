@@ -306,10 +306,13 @@ func (s *scanner) line(lineNo int, b []byte) (*BatchInputLine, *LineError) {
 	if body[0] != '{' {
 		return nil, lineErr(CodeInvalidType, "body", "body must be a JSON object (a v2 inference request)")
 	}
-	if _, err := kserve.DecodeInferRequest(body, -1, s.opts.Limits); err != nil {
+	req, err := kserve.DecodeInferRequest(body, -1, s.opts.Limits)
+	if err != nil {
 		return nil, lineErr(CodeInvalidBody, "body", "body: %s", infergate.ErrorMessage(err))
 	}
-	return &BatchInputLine{CustomID: id, Method: method, URL: url, Body: body}, nil
+	// body aliases the scanner's line buffer, which the next line reuses;
+	// req's tensors were parsed into memory of their own.
+	return &BatchInputLine{CustomID: id, Method: method, URL: url, Body: bytes.Clone(body), Request: req}, nil
 }
 
 // customID checks that the custom_id on line lineNo is set and new, and
@@ -333,40 +336,22 @@ func (s *scanner) customID(lineNo int, id string) *LineError {
 // keys match exactly (not case-insensitively, unlike encoding/json's
 // struct decoding) and a field given twice is an error.
 func splitObject(b []byte) (fields [numFields]json.RawMessage, err error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	tok, err := dec.Token()
-	if err != nil {
-		return fields, err
-	}
-	if tok != json.Delim('{') {
-		return fields, errors.New("not an object")
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fields, err
-		}
-		key, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return fields, err
-		}
+	err = kserve.ObjectMembers(b, func(key, value []byte) error {
 		for i, name := range fieldNames {
-			if key == name {
+			if string(key) == name {
 				if fields[i] != nil {
-					return fields, fmt.Errorf("duplicate key %q", key)
+					return fmt.Errorf("duplicate key %q", key)
 				}
-				fields[i] = v
+				fields[i] = value
 			}
 		}
+		return nil
+	})
+	var ie *infergate.Error
+	if errors.As(err, &ie) {
+		err = errors.New(ie.Message)
 	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return fields, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fields, errors.New("data after the object")
-	}
-	return fields, nil
+	return fields, err
 }
 
 // WriteOutputLine writes l as one JSON line, ending in "\n", in a single

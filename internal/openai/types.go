@@ -45,6 +45,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/kserve"
 )
 
 // Object type names.
@@ -372,6 +373,8 @@ type BatchInputLine struct {
 	URL      string `json:"url"`
 	// Body is the v2 inference request, as it appeared in the file.
 	Body json.RawMessage `json:"body"`
+	// Request is Body decoded, as ScanInput validated it; nil otherwise.
+	Request *kserve.InferRequest `json:"-"`
 }
 
 // BatchResponse is the response part of an output line.
