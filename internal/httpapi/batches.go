@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"iter"
 	"maps"
 	"mime"
 	"net/http"
@@ -338,9 +337,8 @@ func requestHash(req *openai.CreateBatchRequest) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// errInputChanged stops an insert whose second scan disagrees with the
-// first: it cannot happen with immutable files, but must not go unnoticed.
-var errInputChanged = errors.New("the input file changed while the batch was created")
+// errInvalidLines rolls back the insert of a file with invalid lines.
+var errInvalidLines = errors.New("the input file has invalid lines")
 
 // errStop ends a scan early when the consumer of the items stops.
 var errStop = errors.New("stop")
@@ -386,39 +384,37 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	scan := openai.ScanOptions{Endpoint: req.Endpoint, KnownURL: s.knownEndpoint, Limits: s.opt.Limits, MaxBytes: s.opt.MaxUploadBytes}
 
-	// First pass: validate every line, keeping nothing but the errors.
-	lineErrs, err := s.scanFile(ctx, owner, f.ID, scan, nil)
-	if err != nil {
-		s.writeOpenAIError(w, err)
-		return
+	// One pass inside the store's transaction: each valid line is inserted
+	// as it is read, its body decoded once and kept in binary form (see
+	// encodeItemBody). Any invalid line rolls the whole insert back; the
+	// batch is then created failed, with the lines' errors and no items.
+	b.Status = jobs.StatusInProgress
+	var lineErrs []openai.LineError
+	items := func(yield func(*jobs.Item, error) bool) {
+		errs, err := s.scanFile(ctx, owner, f.ID, scan, func(_ int, in *openai.BatchInputLine) error {
+			if !yield(&jobs.Item{CustomID: in.CustomID, Body: encodeItemBody(in.Request)}, nil) {
+				return errStop
+			}
+			return nil
+		})
+		lineErrs = errs
+		switch {
+		case errors.Is(err, errStop):
+		case err != nil:
+			yield(nil, err)
+		case len(errs) > 0:
+			yield(nil, errInvalidLines)
+		}
 	}
-	var items iter.Seq2[*jobs.Item, error]
-	if len(lineErrs) > 0 {
-		b.Status = jobs.StatusFailed
+	existed, err := s.opt.Jobs.CreateBatch(ctx, b, items)
+	if errors.Is(err, errInvalidLines) {
+		b.ID, b.Status = "", jobs.StatusFailed
 		b.Errors = make([]jobs.LineError, len(lineErrs))
 		for i, e := range lineErrs {
 			b.Errors[i] = jobs.LineError{Code: e.Code, Message: e.Message, Param: e.Param, Line: e.Line}
 		}
-	} else {
-		// Second pass, inside the store's transaction: insert the lines.
-		b.Status = jobs.StatusInProgress
-		items = func(yield func(*jobs.Item, error) bool) {
-			errs, err := s.scanFile(ctx, owner, f.ID, scan, func(_ int, in *openai.BatchInputLine) error {
-				if !yield(&jobs.Item{CustomID: in.CustomID, Body: in.Body}, nil) {
-					return errStop
-				}
-				return nil
-			})
-			switch {
-			case errors.Is(err, errStop):
-			case err != nil:
-				yield(nil, err)
-			case len(errs) > 0:
-				yield(nil, errInputChanged)
-			}
-		}
+		existed, err = s.opt.Jobs.CreateBatch(ctx, b, nil)
 	}
-	existed, err := s.opt.Jobs.CreateBatch(ctx, b, items)
 	if err != nil {
 		s.writeOpenAIError(w, err)
 		return

@@ -18,15 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/infergate/infergate/internal/clock"
+	"github.com/infergate/infergate/internal/engine"
 	"github.com/infergate/infergate/internal/httpapi"
 	"github.com/infergate/infergate/internal/jobs"
 	"github.com/infergate/infergate/internal/jobs/sqlite"
+	"github.com/infergate/infergate/internal/kserve"
 	"github.com/infergate/infergate/internal/openai"
 )
 
 type batchEnv struct {
 	url     string
 	store   *sqlite.Store
+	eng     *engine.Engine
 	notify  *atomic.Int32
 	clock   *clock.Fake
 	maxSize int64
@@ -41,7 +44,7 @@ func newBatchServer(t *testing.T, maxUpload int64) *batchEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &batchEnv{store: st, notify: new(atomic.Int32), clock: clock.NewFake(time.Unix(1_800_000_000, 0))}
+	env := &batchEnv{store: st, eng: eng, notify: new(atomic.Int32), clock: clock.NewFake(time.Unix(1_800_000_000, 0))}
 	h := httpapi.New(eng, prometheus.NewRegistry(), httpapi.Options{
 		Jobs:           st,
 		Notify:         func() { env.notify.Add(1) },
@@ -295,6 +298,28 @@ func TestCreateBatch(t *testing.T) {
 	// The input file is in use.
 	status, b = env.do(t, http.MethodDelete, "/v1/files/"+fid, nil, nil)
 	wantError(t, status, b, 409)
+
+	// Each item was stored decoded, in binary form, and runs to the same
+	// response as its line's JSON body.
+	leased, err := env.store.LeaseItems(t.Context(), bj.ID, "test", 1, time.Minute)
+	if err != nil || len(leased) != 1 {
+		t.Fatalf("lease: %v, %v", leased, err)
+	}
+	if body := leased[0].Body; len(body) == 0 || body[0] != 0 {
+		t.Fatalf("stored body is not in binary form: %q", body)
+	}
+	x := httpapi.NewExecutor(env.eng, kserve.Limits{})
+	st1, fromStored, err1 := x.Execute(t.Context(), "sum", leased[0].Body)
+	st2, fromJSON, err2 := x.Execute(t.Context(), "sum", []byte(`{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`))
+	if err1 != nil || err2 != nil || st1 != 200 || st2 != 200 || !bytes.Equal(fromStored, fromJSON) {
+		t.Fatalf("stored body: %d %v %s; JSON body: %d %v %s", st1, err1, fromStored, st2, err2, fromJSON)
+	}
+	// A corrupt stored body is a permanent error, not a crash.
+	for _, bad := range [][]byte{{0}, {0, 0xff}, {0, 200, 1, '{'}} {
+		if st, resp, err := x.Execute(t.Context(), "sum", bad); err != nil || st != 400 {
+			t.Errorf("corrupt body %q: status %d, err %v: %s", bad, st, err, resp)
+		}
+	}
 }
 
 func TestCreateBatchIdempotency(t *testing.T) {
@@ -367,6 +392,16 @@ func TestCreateBatchBadFile(t *testing.T) {
 	// A failed batch cannot be cancelled.
 	status, b = env.do(t, http.MethodPost, "/v1/batches/"+bj.ID+"/cancel", nil, nil)
 	wantError(t, status, b, 409)
+
+	// With an idempotency key, the replay returns the same failed batch.
+	var k1, k2 batchJSON
+	_, b = env.createBatch(t, fid, "bad-key", nil)
+	mustJSON(t, b, &k1)
+	_, b = env.createBatch(t, fid, "bad-key", nil)
+	mustJSON(t, b, &k2)
+	if k1.ID == "" || k1.ID != k2.ID || k2.Status != "failed" || k2.Errors == nil || len(k2.Errors.Data) != len(want) {
+		t.Fatalf("replay of a bad file: %+v then %+v", k1, k2)
+	}
 }
 
 func TestCreateBatchRequestErrors(t *testing.T) {

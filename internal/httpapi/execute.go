@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 
 	"github.com/infergate/infergate"
@@ -33,11 +34,10 @@ func NewExecutor(eng Engine, lim kserve.Limits) *Executor {
 // as err, for the caller to retry; status and resp are then zero.
 //
 // Outputs are always written as JSON, even if the request asks for binary
-// data, since a batch output line holds a JSON body. body is decoded as
-// JSON only (no binary section), which parses every tensor into memory of
-// its own: nothing handed to the scheduler aliases body, which a worker
-// might otherwise still read after ctx ends. resp is freshly allocated and
-// the caller's to keep.
+// data, since a batch output line holds a JSON body. body is a stored item
+// body (see encodeItemBody): tensors handed to the scheduler may alias it,
+// and a worker may still read them after ctx ends, so body must never be
+// changed or reused. resp is freshly allocated and the caller's to keep.
 func (x *Executor) Execute(ctx context.Context, model string, body []byte) (status int, resp []byte, err error) {
 	out, err := x.execute(ctx, model, body)
 	if err != nil {
@@ -59,7 +59,7 @@ func (x *Executor) execute(ctx context.Context, model string, body []byte) ([]by
 	if !x.eng.Ready() {
 		return nil, infergate.Errorf(infergate.EUnavailable, "server is not ready")
 	}
-	req, err := kserve.DecodeInferRequest(body, -1, x.lim)
+	req, err := decodeItemBody(body, x.lim)
 	if err != nil {
 		return nil, err
 	}
@@ -83,4 +83,37 @@ func (x *Executor) execute(ctx context.Context, model string, body []byte) ([]by
 	}
 	buf, _ := kserve.AppendInferResponse(nil, &out, nil)
 	return buf, nil
+}
+
+// An item's stored body is either the v2 JSON request of its input line,
+// or, for items created by this server, the same request decoded once at
+// validation and kept in v2's binary tensor form, so that running it parses
+// no numbers:
+//
+//	0x00, uvarint(len(header)), header (v2 JSON, binary_data_size per input), tensor data
+//
+// A JSON body starts with '{' or white space, never with 0x00.
+const storedBinary = 0x00
+
+// encodeItemBody returns req in the stored binary form.
+func encodeItemBody(req *kserve.InferRequest) []byte {
+	body, hl := kserve.AppendInferRequest(nil, req, true)
+	out := make([]byte, 0, 1+binary.MaxVarintLen64+len(body))
+	out = append(out, storedBinary)
+	out = binary.AppendUvarint(out, uint64(hl))
+	return append(out, body...)
+}
+
+// decodeItemBody decodes a stored body of either form. Tensors of the
+// binary form alias body, which the caller must not change while they are
+// in use (items' bodies are never reused).
+func decodeItemBody(body []byte, lim kserve.Limits) (*kserve.InferRequest, error) {
+	if len(body) == 0 || body[0] != storedBinary {
+		return kserve.DecodeInferRequest(body, -1, lim)
+	}
+	hl, n := binary.Uvarint(body[1:])
+	if n <= 0 || hl > uint64(len(body)-1-n) {
+		return nil, infergate.Errorf(infergate.EInvalid, "corrupt stored request: bad header length")
+	}
+	return kserve.DecodeInferRequest(body[1+n:], int(hl), lim)
 }
