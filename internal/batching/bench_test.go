@@ -70,7 +70,7 @@ func BenchmarkFormBatch(b *testing.B) {
 					s.q[infergate.ClassNormal].pushBack(&request{ctx: ctx, class: infergate.ClassNormal, inputs: in, items: 1, done: make(chan result, 1)})
 					s.total++
 				}
-				s.formLocked(s.clock.Now(), &bt)
+				s.formLocked(s.clock.Now(), &bt, false)
 				s.mu.Unlock()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*size), "ns/request")
@@ -90,7 +90,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	for b.Loop() {
 		r := &reqs[i]
 		*r = request{ctx: ctx, class: infergate.ClassNormal, inputs: in, items: 1}
-		if err := s.admit(r); err != nil {
+		if _, err := s.admit(r); err != nil {
 			b.Fatal(err)
 		}
 		if i++; i == len(reqs) {

@@ -11,34 +11,53 @@ import (
 // formLocked fills b with the next batch to run, highest class first, and
 // returns with b empty and the time at which something may become ready
 // (zero: only an arrival can change that) when nothing is ready now.
-func (s *Scheduler) formLocked(now time.Time, b *batch) (wake time.Time) {
+//
+// A bulk-only worker (bulkOnly) forms bulk batches only, at the bulk
+// policy's full size.
+func (s *Scheduler) formLocked(now time.Time, b *batch, bulkOnly bool) (wake time.Time) {
 	// Taking requests can find them all dead (their clients left between
 	// the readiness check and the take); then look again, so that the
 	// worker never waits without a timer while other work is pending.
 	for range 8 {
-		wake = s.formOnceLocked(now, b)
+		wake = s.formOnceLocked(now, b, bulkOnly)
 		if len(b.reqs) > 0 || !wake.IsZero() || s.total == 0 {
+			return wake
+		}
+		if bulkOnly && s.q[infergate.ClassBulk].len() == 0 {
 			return wake
 		}
 	}
 	return now.Add(time.Millisecond)
 }
 
-func (s *Scheduler) formOnceLocked(now time.Time, b *batch) (wake time.Time) {
+func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake time.Time) {
 	b.reqs, b.items = b.reqs[:0], 0
 	s.dropDeadLocked(now)
-	for _, c := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
+	c := infergate.ClassBulk
+	if bulkOnly {
 		ready, at := s.readyLocked(c, now)
+		if !ready {
+			return at
+		}
+		s.takeLocked(c, now, b, s.pol[c].MaxBatchSize)
+		return time.Time{}
+	}
+	for _, rc := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
+		ready, at := s.readyLocked(rc, now)
 		if ready {
-			s.takeLocked(c, now, b, s.pol[c].MaxBatchSize)
-			if s.pol[c].FillWithBulk && b.items < s.pol[c].MaxBatchSize {
-				s.fillLocked(infergate.ClassBulk, now, b, s.pol[c].MaxBatchSize)
+			s.takeLocked(rc, now, b, s.pol[rc].MaxBatchSize)
+			if s.pol[rc].FillWithBulk && b.items < s.pol[rc].MaxBatchSize {
+				s.fillLocked(c, now, b, s.spareSlotsLocked(b.items, s.pol[rc].MaxBatchSize))
 			}
 			return time.Time{}
 		}
 		wake = earliest(wake, at)
 	}
-	c := infergate.ClassBulk
+	if s.bulkWorkers > 0 && !s.closed && !s.bulkShareLeftLocked() {
+		// Bulk is the bulk workers' (and the wake times of its policy
+		// theirs to keep).
+		return wake
+	}
 	ready, at := s.readyLocked(c, now)
 	if !ready {
 		return earliest(wake, at)
@@ -60,6 +79,36 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch) (wake time.Time) {
 	}
 	s.takeLocked(c, now, b, limit)
 	return time.Time{}
+}
+
+// spareSlotFactor bounds how much longer bulk items may make a real-time
+// batch, as measured by the latency model, while bulk workers exist.
+const spareSlotFactor = 1.1
+
+// spareSlotsLocked is the batch size up to which bulk items may fill a
+// real-time batch of n items (limit at most). Without bulk workers it is
+// limit: the slots are free capacity the bulk lane would otherwise wait
+// for. With bulk workers, bulk runs anyway on the CPU time real-time work
+// leaves, so it may only take slots that barely lengthen the batch: the
+// largest size whose measured latency is within 10% of n items' (the
+// per-batch overhead of a small batch leaves such slots).
+func (s *Scheduler) spareSlotsLocked(n, limit int) int {
+	if s.bulkWorkers == 0 || s.closed {
+		return limit
+	}
+	base, ok := s.lat.Estimate(n)
+	if !ok {
+		return n
+	}
+	best := n
+	for m := n + 1; m <= limit; m++ {
+		est, _ := s.lat.Estimate(m)
+		if float64(est) > float64(base)*spareSlotFactor {
+			break
+		}
+		best = m
+	}
+	return best
 }
 
 // realtimeWindow is how recently an urgent or normal request must have
@@ -269,13 +318,32 @@ func sameItemShape(a, b *request) bool {
 }
 
 // execute runs b on executor e and completes its requests.
-func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
+func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, bulkOnly bool) {
 	inputs, release := s.concat(b)
 	start := s.clock.Now()
-	outs, err := e.Run(ctx, inputs)
+	var outs []infergate.Tensor
+	var err error
+	var busy time.Duration
+	if te, ok := e.(TimedExecutor); ok {
+		outs, busy, err = te.RunTimed(ctx, inputs)
+	} else {
+		outs, err = e.Run(ctx, inputs)
+	}
 	end := s.clock.Now()
 	release()
-	busy := end.Sub(start)
+	wall := end.Sub(start)
+	if busy <= 0 {
+		busy = wall
+	}
+	if !bulkOnly {
+		onlyBulk := true
+		for _, r := range b.reqs {
+			onlyBulk = onlyBulk && r.class == infergate.ClassBulk
+		}
+		s.mu.Lock()
+		s.addRegBusyLocked(end, onlyBulk, wall)
+		s.mu.Unlock()
+	}
 	if err == nil {
 		err = checkOutputs(outs, b)
 	}
@@ -300,13 +368,13 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch) {
 		// Record before answering, so that metrics read after a
 		// response already count it.
 		if err != nil {
-			s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeError, queued, busy)
+			s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeError, queued, wall)
 			r.done <- result{err: runError(err)}
 			continue
 		}
-		resp := &Response{Outputs: split(outs, b, off, r.items), Queued: queued, Compute: busy, BatchSize: b.items}
+		resp := &Response{Outputs: split(outs, b, off, r.items), Queued: queued, Compute: wall, BatchSize: b.items}
 		off += r.items
-		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, busy)
+		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, wall)
 		r.done <- result{resp: resp}
 	}
 }

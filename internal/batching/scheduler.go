@@ -19,6 +19,17 @@ type Executor interface {
 	Run(ctx context.Context, inputs []infergate.Tensor) ([]infergate.Tensor, error)
 }
 
+// A TimedExecutor measures its own busy time for a batch, for example as
+// the CPU time of the thread that ran it when that thread yields to others
+// (a bulk instance at idle OS priority is preempted by real-time work, and
+// the wall time of its batches would count the preemption). The scheduler
+// records that busy time, in the latency model and the ledger, instead of
+// the wall time of the call.
+type TimedExecutor interface {
+	Executor
+	RunTimed(ctx context.Context, inputs []infergate.Tensor) (outs []infergate.Tensor, busy time.Duration, err error)
+}
+
 // Outcome is the fate of a request, used as a metric label.
 type Outcome string
 
@@ -122,21 +133,34 @@ type Scheduler struct {
 	nextTick  [infergate.NumClasses]time.Time
 	total     int
 	closed    bool
-	instances int
+	instances int // regular workers
+	// bulkWorkers run only bulk batches (see StartBulk). While there are
+	// any, regular workers leave bulk to them, except for spare slots of
+	// real-time batches, for draining at Close, and for the guaranteed
+	// share (SetBulkShare).
+	bulkWorkers int
+	// bulkShare is the share of the regular workers' busy time that bulk
+	// batches may take while bulk workers exist; 0 leaves bulk to them.
+	bulkShare float64
+	// regBusy is the regular workers' recent busy time, decayed, in
+	// seconds: [0] real-time batches, [1] bulk batches.
+	regBusy   [2]float64
+	regBusyAt time.Time
 	// lastRealtime is when the last urgent or normal request arrived.
 	lastRealtime time.Time
 
-	kick   chan struct{}
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	bufs   sync.Pool
-	closeO sync.Once
+	kick     chan struct{}
+	kickBulk chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	bufs     sync.Pool
+	closeO   sync.Once
 }
 
 // New returns a scheduler. Start it with Start.
 func New(cfg Config) *Scheduler {
 	s := &Scheduler{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, rec: cfg.Recorder, lat: cfg.Latency,
-		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		kick: make(chan struct{}, 1), kickBulk: make(chan struct{}, 1), stop: make(chan struct{})}
 	if s.clock == nil {
 		s.clock = clock.Real{}
 	}
@@ -179,10 +203,86 @@ func (s *Scheduler) Start(executors ...Executor) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range executors {
-		id := s.instances
+		id := s.instances + s.bulkWorkers
 		s.instances++
 		s.wg.Add(1)
-		go s.worker(id, e)
+		go s.worker(id, e, false)
+	}
+}
+
+// StartBulk runs one bulk-only worker per executor until Close. Bulk
+// workers take only bulk batches, at the bulk policy's full size; the
+// executors are meant to run at idle OS priority on the same cores as the
+// regular instances, so that bulk work uses exactly the CPU time real-time
+// work leaves (see engine). While bulk workers exist, regular workers take
+// bulk requests only to fill spare slots of real-time batches (when the
+// class's policy says FillWithBulk, and only as many as fit in the batch's
+// measured latency), when closing, and up to the share SetBulkShare grants.
+func (s *Scheduler) StartBulk(executors ...Executor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range executors {
+		id := s.instances + s.bulkWorkers
+		s.bulkWorkers++
+		s.wg.Add(1)
+		go s.worker(id, e, true)
+	}
+}
+
+// SetBulkShare lets regular workers spend up to share (0..1) of their busy
+// time on bulk batches, on top of the bulk workers: the guaranteed share a
+// batch job gets when it would otherwise miss its completion window. It has
+// no effect without bulk workers, where regular workers run bulk batches
+// whenever real-time work leaves them idle.
+func (s *Scheduler) SetBulkShare(share float64) {
+	s.mu.Lock()
+	s.bulkShare = min(max(share, 0), 1)
+	s.mu.Unlock()
+	signal(s.kick)
+}
+
+// BulkShare returns the share set by SetBulkShare.
+func (s *Scheduler) BulkShare() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bulkShare
+}
+
+// regBusyHalfLife is the half-life of the regular workers' busy-time
+// accounts that the bulk share is measured on.
+const regBusyHalfLife = 2 * time.Second
+
+// addRegBusyLocked adds a regular worker's batch to the decayed accounts.
+func (s *Scheduler) addRegBusyLocked(now time.Time, bulk bool, busy time.Duration) {
+	if !s.regBusyAt.IsZero() {
+		if dt := now.Sub(s.regBusyAt); dt > 0 {
+			f := math.Exp2(-dt.Seconds() / regBusyHalfLife.Seconds())
+			s.regBusy[0] *= f
+			s.regBusy[1] *= f
+		}
+	}
+	s.regBusyAt = now
+	i := 0
+	if bulk {
+		i = 1
+	}
+	s.regBusy[i] += busy.Seconds()
+}
+
+// bulkShareLeftLocked reports whether regular workers may run a bulk batch
+// under the guaranteed share.
+func (s *Scheduler) bulkShareLeftLocked() bool {
+	if s.bulkShare <= 0 {
+		return false
+	}
+	total := s.regBusy[0] + s.regBusy[1]
+	return total == 0 || s.regBusy[1]/total < s.bulkShare
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }
 
@@ -240,13 +340,15 @@ func (s *Scheduler) Submit(ctx context.Context, c infergate.Class, inputs []infe
 	if timeout > 0 {
 		r.deadline = now.Add(timeout)
 	}
-	if err := s.admit(r); err != nil {
+	bulkLane, err := s.admit(r)
+	if err != nil {
 		s.rec.RecordRequest(s.cfg.Model, c, OutcomeRejected, 0, 0)
 		return nil, err
 	}
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	if bulkLane {
+		signal(s.kickBulk)
+	} else {
+		signal(s.kick)
 	}
 	select {
 	case res := <-r.done:
@@ -274,21 +376,25 @@ func canceledErr(ctx context.Context) error {
 	return &infergate.Error{Code: infergate.ECanceled, Message: "request canceled", Err: cause}
 }
 
-func (s *Scheduler) admit(r *request) error {
+// admit queues r. bulkLane reports that r is for the bulk workers alone
+// to pick up (a bulk request while bulk workers exist and no share of the
+// regular workers is granted).
+func (s *Scheduler) admit(r *request) (bulkLane bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return infergate.Errorf(infergate.EUnavailable, "model %s is shutting down", s.cfg.Model)
+		return false, infergate.Errorf(infergate.EUnavailable, "model %s is shutting down", s.cfg.Model)
 	}
 	c := r.class
+	bulkLane = c == infergate.ClassBulk && s.bulkWorkers > 0 && s.bulkShare == 0
 	if lim := s.pol[c].MaxQueueSize; lim > 0 && s.q[c].len() >= lim {
-		return s.overloadedLocked(c, "%s queue of model %s is full (%d requests)", c, s.cfg.Model, lim)
+		return false, s.overloadedLocked(c, "%s queue of model %s is full (%d requests)", c, s.cfg.Model, lim)
 	}
 	if wait, ok := s.drainTimeLocked(c, r.items); ok && !r.deadline.IsZero() && s.pol[c].TimeoutAction == Reject &&
 		r.enq.Add(wait).After(r.deadline) {
 		// It would expire in the queue: say so now, while the client can
 		// still go elsewhere, instead of holding it until its deadline.
-		return s.overloadedLocked(c, "%s queue of model %s: the measured time to serve the work ahead (%s) exceeds the request's timeout (%s)",
+		return false, s.overloadedLocked(c, "%s queue of model %s: the measured time to serve the work ahead (%s) exceeds the request's timeout (%s)",
 			c, s.cfg.Model, wait.Round(time.Millisecond), r.deadline.Sub(r.enq))
 	}
 	if s.maxTotal > 0 && s.total >= s.maxTotal {
@@ -305,7 +411,7 @@ func (s *Scheduler) admit(r *request) error {
 			}
 		}
 		if !shed {
-			return s.overloadedLocked(c, "queues of model %s are full (%d requests)", s.cfg.Model, s.maxTotal)
+			return false, s.overloadedLocked(c, "queues of model %s are full (%d requests)", s.cfg.Model, s.maxTotal)
 		}
 	}
 	s.q[c].pushBack(r)
@@ -313,7 +419,7 @@ func (s *Scheduler) admit(r *request) error {
 	if c != infergate.ClassBulk {
 		s.lastRealtime = r.enq
 	}
-	return nil
+	return bulkLane, nil
 }
 
 // drainTimeLocked estimates, from the live latency model, how long until
@@ -324,7 +430,11 @@ func (s *Scheduler) admit(r *request) error {
 func (s *Scheduler) drainTimeLocked(c infergate.Class, n int) (time.Duration, bool) {
 	mb := s.pol[c].MaxBatchSize
 	est, ok := s.lat.Estimate(mb)
-	if !ok || s.instances == 0 {
+	workers := s.instances
+	if c == infergate.ClassBulk {
+		workers += s.bulkWorkers
+	}
+	if !ok || workers == 0 {
 		return 0, false
 	}
 	items := n
@@ -334,7 +444,7 @@ func (s *Scheduler) drainTimeLocked(c infergate.Class, n int) (time.Duration, bo
 	batches := (items + mb - 1) / mb
 	// Batches run in parallel on the instances; the last one ends after
 	// ceil(batches / instances) rounds.
-	rounds := (batches + s.instances - 1) / s.instances
+	rounds := (batches + workers - 1) / workers
 	return time.Duration(rounds) * est, true
 }
 
@@ -362,37 +472,41 @@ type batch struct {
 	items int
 }
 
-func (s *Scheduler) worker(id int, e Executor) {
+func (s *Scheduler) worker(id int, e Executor, bulkOnly bool) {
 	defer s.wg.Done()
 	if s.cfg.WorkerInit != nil {
 		s.cfg.WorkerInit()
+	}
+	kick := s.kick
+	if bulkOnly {
+		kick = s.kickBulk
 	}
 	ctx := context.Background()
 	var b batch
 	for {
 		s.mu.Lock()
 		now := s.clock.Now()
-		wake := s.formLocked(now, &b)
-		closedEmpty := s.closed && s.total == 0
-		more := s.total > 0
+		wake := s.formLocked(now, &b, bulkOnly)
+		nBulk := s.q[infergate.ClassBulk].len()
+		closedEmpty := s.closed && (s.total == 0 || (bulkOnly && nBulk == 0))
+		more := s.total > nBulk || (nBulk > 0 && (s.bulkWorkers == 0 || s.bulkShare > 0))
+		moreBulk := nBulk > 0
 		s.mu.Unlock()
 		if len(b.reqs) > 0 {
+			// Let another idle worker look at what is left.
 			if more {
-				// Let another idle worker look at what is left.
-				select {
-				case s.kick <- struct{}{}:
-				default:
-				}
+				signal(s.kick)
 			}
-			s.execute(ctx, id, e, &b)
+			if moreBulk {
+				signal(s.kickBulk)
+			}
+			s.execute(ctx, id, e, &b, bulkOnly)
 			continue
 		}
 		if closedEmpty {
 			// Wake the next worker so that it sees the queues are empty.
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
+			signal(s.kick)
+			signal(s.kickBulk)
 			return
 		}
 		var timerC <-chan time.Time
@@ -402,7 +516,7 @@ func (s *Scheduler) worker(id int, e Executor) {
 			timerC = t.C()
 		}
 		select {
-		case <-s.kick:
+		case <-kick:
 		case <-timerC:
 		case <-s.stop:
 			// Closed: formLocked now flushes every queue regardless of
