@@ -59,6 +59,11 @@ type Config struct {
 	// resume. Items still waiting for capacity when it expires are
 	// retried. Optional. Defaults to 10s.
 	BatchLease time.Duration `yaml:"batch_lease"`
+	// BulkGuaranteedShare is the share of the instances' busy time a batch
+	// job's bulk work is guaranteed while it is projected to miss its
+	// completion window (on top of the bulk instances): the ceiling of what
+	// it may take from real-time work. Optional. Defaults to 0.5; 0..1.
+	BulkGuaranteedShare float64 `yaml:"bulk_guaranteed_share"`
 	// Models are served in addition to the repository's. With neither,
 	// the reference model is generated and served as "mlp".
 	Models []Model `yaml:"models"`
@@ -74,6 +79,13 @@ type Model struct {
 	Instances int `yaml:"instances"`
 	// Threads per instance. Optional. 0 lets the runtime choose.
 	Threads int `yaml:"threads"`
+	// BulkInstances is the number of extra sessions that run only bulk
+	// batches (batch jobs), on the same cores at idle OS priority, so that
+	// bulk work uses exactly the CPU time real-time work leaves and never
+	// delays it. They are not extra provisioned capacity: the ledger counts
+	// Instances. Optional. 0 means as many as Instances; -1 means none
+	// (bulk batches then run on the instances between real-time batches).
+	BulkInstances int `yaml:"bulk_instances"`
 	// MaxBatchSize is the largest batch formed. Optional. Defaults to 64;
 	// 0 after defaults never happens: use 1 for models without a batch
 	// dimension.
@@ -96,6 +108,7 @@ func Default() Config {
 		MaxBodyBytes:         64 << 20,
 		MaxTensorElements:    16 << 20,
 		BatchLease:           10 * time.Second,
+		BulkGuaranteedShare:  0.5,
 	}
 }
 
@@ -169,7 +182,13 @@ func (m *Model) ModelDefaults() {
 	if m.WarmupRuns == 0 {
 		m.WarmupRuns = 3
 	}
+	if m.BulkInstances == 0 {
+		m.BulkInstances = m.Instances
+	}
 }
+
+// BulkSessions is the number of bulk-only sessions after defaults.
+func (m *Model) BulkSessions() int { return max(m.BulkInstances, 0) }
 
 // Policies returns the model's effective class policies: the defaults with
 // the configured fields laid over them.
@@ -230,6 +249,9 @@ func (c *Config) Validate() error {
 	if !(c.PricePerInstanceHour >= 0) || math.IsInf(c.PricePerInstanceHour, 1) { // NaN and ±Inf too
 		return fmt.Errorf("price_per_instance_hour: %g: must be a finite number >= 0", c.PricePerInstanceHour)
 	}
+	if c.BulkGuaranteedShare < 0 || c.BulkGuaranteedShare > 1 {
+		return fmt.Errorf("bulk_guaranteed_share: %v: want 0..1", c.BulkGuaranteedShare)
+	}
 	if c.ComputeNice < 0 || c.ComputeNice > 19 {
 		return fmt.Errorf("compute_nice: %d: want 0..19", c.ComputeNice)
 	}
@@ -270,6 +292,9 @@ func (m *Model) Validate() error {
 	}
 	if m.Threads < 0 || m.Threads > 256 {
 		return fmt.Errorf("threads: %d: want 0..256", m.Threads)
+	}
+	if m.BulkInstances < -1 || m.BulkInstances > 64 {
+		return fmt.Errorf("bulk_instances: %d: want -1 (none), 0 (as many as instances) or 1..64", m.BulkInstances)
 	}
 	if m.MaxBatchSize < 1 || m.MaxBatchSize > 4096 {
 		return fmt.Errorf("max_batch_size: %d: want 1..4096", m.MaxBatchSize)

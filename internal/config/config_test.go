@@ -23,6 +23,8 @@ var badFiles = map[string]string{
 	"nan_price.bad.yaml":              "price_per_instance_hour: NaN: must be a finite number >= 0",
 	"inf_price.bad.yaml":              "price_per_instance_hour: +Inf: must be a finite number >= 0",
 	"empty_addr.bad.yaml":             "addr: must be set",
+	"bulk_share.bad.yaml":             "bulk_guaranteed_share: 1.5: want 0..1",
+	"bulk_instances.bad.yaml":         "bulk_instances: -2: want -1 (none), 0 (as many as instances) or 1..64",
 	"small_body.bad.yaml":             "max_body_bytes: 100: must be >= 1024",
 	"zero_elements.bad.yaml":          "max_tensor_elements: 0: must be >= 1",
 	"duplicate_model.bad.yaml":        `models[2].name: "a" is used twice`,
@@ -131,9 +133,9 @@ func TestLoadFull(t *testing.T) {
 	want := Config{
 		Addr: "0.0.0.0:9000", DataDir: "/var/lib/infergate", Runtime: "onnxruntime",
 		ORTLibrary: "/opt/onnxruntime/lib/libonnxruntime.so", PricePerInstanceHour: 2.5,
-		ModelRepository: "/srv/models", MaxBodyBytes: 1 << 20, MaxTensorElements: 100000, BatchLease: 10 * time.Second,
+		ModelRepository: "/srv/models", MaxBodyBytes: 1 << 20, MaxTensorElements: 100000, BatchLease: 10 * time.Second, BulkGuaranteedShare: 0.25,
 		Models: []Model{{
-			Name: "mlp", Path: "/srv/mlp/model.onnx", Instances: 2, Threads: 4, MaxBatchSize: 128, WarmupRuns: -1,
+			Name: "mlp", Path: "/srv/mlp/model.onnx", Instances: 2, Threads: 4, BulkInstances: 1, MaxBatchSize: 128, WarmupRuns: -1,
 			Classes: map[string]batching.Policy{
 				"urgent": {Kind: batching.Single, MaxQueueSize: 16, DefaultTimeout: 250 * time.Millisecond,
 					TimeoutAction: batching.Delay, Mode: infergate.ModeRealtime},

@@ -33,6 +33,7 @@ type Model struct {
 	Info     infergate.ModelInfo
 	Sched    *batching.Scheduler
 	sessions []backend.Session
+	bulk     []*idleExecutor
 }
 
 // Options configure an Engine.
@@ -100,9 +101,13 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 		return fmt.Errorf("model %s is already loaded", mc.Name)
 	}
 	var sessions []backend.Session
+	var bulk []*idleExecutor
 	closeAll := func() {
 		for _, s := range sessions {
 			_ = s.Close()
+		}
+		for _, x := range bulk {
+			_ = x.Close()
 		}
 	}
 	for i := range mc.Instances {
@@ -113,6 +118,16 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 		}
 		sessions = append(sessions, s)
 	}
+	for i := range mc.BulkSessions() {
+		x, err := newIdleExecutor(func() (backend.Session, error) {
+			return e.opt.Runtime.Open(mc.Path, backend.Options{Threads: mc.Threads})
+		}, mc.Threads, log)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("model %s bulk instance %d: %w", mc.Name, i, err)
+		}
+		bulk = append(bulk, x)
+	}
 	info := infergate.ModelInfo{Name: mc.Name, Version: "1", Platform: "onnx", Runtime: e.opt.Runtime.Name(),
 		Inputs: sessions[0].Inputs(), Outputs: sessions[0].Outputs(), MaxBatchSize: mc.MaxBatchSize}
 	if !batchable(info) {
@@ -121,7 +136,14 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	lat := perfmodel.New()
 	if mc.WarmupRuns > 0 {
 		start := time.Now()
-		if err := warmup(ctx, sessions, info, mc.WarmupRuns, lat); err != nil {
+		execs := make([]batching.Executor, 0, len(sessions)+len(bulk))
+		for _, s := range sessions {
+			execs = append(execs, s)
+		}
+		for _, x := range bulk {
+			execs = append(execs, x)
+		}
+		if err := warmup(ctx, execs, info, mc.WarmupRuns, lat); err != nil {
 			closeAll()
 			return fmt.Errorf("model %s warmup: %w", mc.Name, err)
 		}
@@ -136,7 +158,11 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	for i, s := range sessions {
 		execs[i] = s
 	}
-	m := &Model{Info: info, Sched: sched, sessions: sessions}
+	bulkExecs := make([]batching.Executor, len(bulk))
+	for i, x := range bulk {
+		bulkExecs[i] = x
+	}
+	m := &Model{Info: info, Sched: sched, sessions: sessions, bulk: bulk}
 	e.mu.Lock()
 	if _, dup := e.models[mc.Name]; dup {
 		e.mu.Unlock()
@@ -146,11 +172,14 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	e.models[mc.Name] = m
 	e.mu.Unlock()
 	sched.Start(execs...)
+	sched.StartBulk(bulkExecs...)
+	// Bulk instances share the instances' cores: they are not capacity of
+	// their own, and the ledger prices the instances only.
 	e.opt.Ledger.SetInstances(mc.Name, len(sessions))
 	metrics.RegisterModel(e.opt.Registerer, mc.Name, sched.QueueLen,
 		func() int { return len(sessions) },
 		func() float64 { return e.utilization(mc.Name) })
-	log.Info("model loaded", "runtime", info.Runtime, "instances", len(sessions), "threads", mc.Threads, "max_batch_size", info.MaxBatchSize,
+	log.Info("model loaded", "runtime", info.Runtime, "instances", len(sessions), "bulk_instances", len(bulk), "threads", mc.Threads, "max_batch_size", info.MaxBatchSize,
 		"inputs", info.Inputs, "outputs", info.Outputs)
 	return nil
 }
@@ -217,13 +246,16 @@ func (e *Engine) Close(ctx context.Context) error {
 		for _, s := range m.sessions {
 			errs = append(errs, s.Close())
 		}
+		for _, x := range m.bulk {
+			errs = append(errs, x.Close())
+		}
 	}
 	return errors.Join(errs...)
 }
 
 // warmup runs every session at batch sizes 1, 2, 4, ... up to the maximum,
 // discarding each session's first run, and seeds lat with the rest.
-func warmup(ctx context.Context, sessions []backend.Session, info infergate.ModelInfo, runs int, lat *perfmodel.Model) error {
+func warmup(ctx context.Context, sessions []batching.Executor, info infergate.ModelInfo, runs int, lat *perfmodel.Model) error {
 	sizes := []int{1}
 	for n := 2; n < info.MaxBatchSize; n *= 2 {
 		sizes = append(sizes, n)

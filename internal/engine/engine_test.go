@@ -163,6 +163,7 @@ func TestLoadWarmup(t *testing.T) {
 			v := newEnv(t, &testRuntime{})
 			mc := tc.mc
 			mc.Name, mc.Path = "m", "/models/m.onnx"
+			mc.BulkInstances = -1 // TestBulkInstances covers them
 			if err := v.e.Load(t.Context(), mc); err != nil {
 				t.Fatal(err)
 			}
@@ -214,7 +215,7 @@ func TestLoadWarmup(t *testing.T) {
 
 func TestLoadInfo(t *testing.T) {
 	v := newEnv(t, &testRuntime{})
-	mc := config.Model{Name: "m", Path: "/models/m.onnx", Instances: 3, Threads: 2, MaxBatchSize: 16, WarmupRuns: -1}
+	mc := config.Model{Name: "m", Path: "/models/m.onnx", Instances: 3, Threads: 2, MaxBatchSize: 16, WarmupRuns: -1, BulkInstances: -1}
 	if err := v.e.Load(t.Context(), mc); err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +357,7 @@ func TestModelsSorted(t *testing.T) {
 
 func TestLoadTwice(t *testing.T) {
 	v := newEnv(t, &testRuntime{})
-	if err := v.e.Load(t.Context(), config.Model{Name: "m", Path: "a", Instances: 2, WarmupRuns: -1,
+	if err := v.e.Load(t.Context(), config.Model{Name: "m", Path: "a", Instances: 2, WarmupRuns: -1, BulkInstances: -1,
 		Classes: map[string]batching.Policy{"urgent": {Kind: batching.Single}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -402,8 +403,11 @@ func TestLoadFailureClosesSessions(t *testing.T) {
 		{"first open fails", 3, 1, 0, false, 0, errOpen},
 		{"second open fails", 3, 2, 0, false, 1, errOpen},
 		{"last open fails", 3, 3, 0, false, 2, errOpen},
-		{"warmup run fails", 2, 0, 4, false, 2, errRun},
-		{"warmup canceled", 2, 0, 0, true, 2, context.Canceled},
+		{"first bulk open fails", 2, 3, 0, false, 2, errOpen},
+		{"second bulk open fails", 2, 4, 0, false, 3, errOpen},
+		// Two instances and, by default, two bulk instances.
+		{"warmup run fails", 2, 0, 4, false, 4, errRun},
+		{"warmup canceled", 2, 0, 0, true, 4, context.Canceled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -668,8 +672,9 @@ func TestCloseDrainsAndClosesSessions(t *testing.T) {
 	if err := v.e.Close(ctx); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if got := v.rt.closes.Load(); got != 3 {
-		t.Errorf("%d session closes in all, want 3", got)
+	// Three instances and as many bulk instances.
+	if got := v.rt.closes.Load(); got != 6 {
+		t.Errorf("%d session closes in all, want 6", got)
 	}
 }
 
@@ -780,5 +785,75 @@ func TestSyntheticInputsSeveral(t *testing.T) {
 	}
 	if len(SyntheticInputs(nil, 4, rand.New(rand.NewPCG(1, 2)))) != 0 {
 		t.Error("inputs for no specs")
+	}
+}
+
+func TestBulkInstances(t *testing.T) {
+	tests := []struct {
+		name      string
+		instances int
+		bulk      int
+		wantBulk  int
+	}{
+		{"default: as many as instances", 2, 0, 2},
+		{"explicit", 1, 3, 3},
+		{"none", 2, -1, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newEnv(t, &testRuntime{})
+			mc := config.Model{Name: "m", Path: "p", Instances: tc.instances, BulkInstances: tc.bulk, Threads: 1, MaxBatchSize: 4, WarmupRuns: 1}
+			if err := v.e.Load(t.Context(), mc); err != nil {
+				t.Fatal(err)
+			}
+			m, _ := v.e.Model("m")
+			opened := v.rt.opened()
+			if len(opened) != tc.instances+tc.wantBulk {
+				t.Fatalf("opened %d sessions, want %d", len(opened), tc.instances+tc.wantBulk)
+			}
+			// Every session, bulk ones included, was warmed up.
+			for i, s := range opened {
+				if len(s.Batches()) == 0 {
+					t.Errorf("session %d was not warmed up", i)
+				}
+			}
+			before := make([]int, len(opened))
+			for i, s := range opened {
+				before[i] = len(s.Batches())
+			}
+			var wg sync.WaitGroup
+			for range 16 {
+				wg.Go(func() {
+					if _, err := m.Sched.Submit(t.Context(), infergate.ClassBulk, []infergate.Tensor{fake.Input(4, 1)}, 1, 0); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			ranOn := map[bool]int{}
+			for i, s := range opened {
+				ranOn[i >= tc.instances] += len(s.Batches()) - before[i]
+			}
+			if tc.wantBulk > 0 && (ranOn[false] != 0 || ranOn[true] == 0) {
+				t.Errorf("bulk batches ran %d on instances and %d on bulk instances; want all on bulk instances", ranOn[false], ranOn[true])
+			}
+			if tc.wantBulk == 0 && ranOn[false] == 0 {
+				t.Errorf("without bulk instances no instance ran the bulk requests")
+			}
+			// The ledger prices the instances only.
+			for _, mr := range v.e.Ledger().Report().Models {
+				if mr.Instances != tc.instances {
+					t.Errorf("ledger instances %d, want %d", mr.Instances, tc.instances)
+				}
+			}
+			if err := v.e.Close(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range opened {
+				if got := s.closed.Load(); got != 1 {
+					t.Errorf("session %d closed %d times, want 1", i, got)
+				}
+			}
+		})
 	}
 }
