@@ -93,6 +93,21 @@ type Config struct {
 	// RateWindow is the window over which Rate measures completions
 	// (default 30s).
 	RateWindow time.Duration
+	// Pace, if set, is told the share of capacity (0..1) the bulk lane of
+	// model must be guaranteed: GuaranteedShare while one of the model's
+	// batches is projected to miss its completion window at the measured
+	// rate, 0 once none is (see pace.go). It is called from the runner's
+	// polling loop, only when the share changes.
+	Pace func(model string, share float64)
+	// GuaranteedShare is the share Pace asks for, the configurable ceiling
+	// of what bulk may take from real-time work (default 0.5).
+	GuaranteedShare float64
+	// ThreadInit, if set, runs first in the runner's own goroutines: the
+	// polling loop (leasing) and the collector (recording results), which
+	// do its store work. The server uses it to move them to idle-priority
+	// OS threads, so that the job's bookkeeping, like its compute, uses the
+	// CPU time real-time work leaves.
+	ThreadInit func()
 }
 
 // Runner runs batch jobs. Create it with New and start it with Run.
@@ -110,6 +125,7 @@ type Runner struct {
 
 	mu       sync.Mutex
 	terminal map[string]jobs.Status // batches this runner moved to finalizing, and the status they end in
+	shares   map[string]float64     // the share last passed to Pace, per model (polling loop only)
 	rates    map[string]*rateWindow
 	rng      *rand.Rand
 }
@@ -176,6 +192,9 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 5 * time.Second
 	}
+	if cfg.GuaranteedShare <= 0 || cfg.GuaranteedShare > 1 {
+		cfg.GuaranteedShare = 0.5
+	}
 	if cfg.RateWindow <= 0 {
 		cfg.RateWindow = 30 * time.Second
 	}
@@ -198,6 +217,7 @@ func New(cfg Config) (*Runner, error) {
 		sem:      make(chan struct{}, cfg.Concurrency),
 		results:  make(chan outcome, cfg.Concurrency),
 		terminal: map[string]jobs.Status{},
+		shares:   map[string]float64{},
 		rates:    map[string]*rateWindow{},
 		rng:      rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}, nil
@@ -227,6 +247,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	if !r.used.CompareAndSwap(false, true) {
 		return errors.New("runner: Run called twice")
 	}
+	if r.cfg.ThreadInit != nil {
+		r.cfg.ThreadInit()
+	}
 
 	// Items and store writes outlive ctx for the shutdown grace.
 	bg := context.WithoutCancel(ctx)
@@ -238,6 +261,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	stopCollector := make(chan struct{})
 	go func() {
 		defer close(collectorDone)
+		if r.cfg.ThreadInit != nil {
+			r.cfg.ThreadInit()
+		}
 		r.collect(bg, stopCollector)
 	}()
 
@@ -300,6 +326,7 @@ func (r *Runner) tick(ctx, execCtx context.Context, items *sync.WaitGroup) {
 		return
 	}
 	r.forget(batches)
+	r.pace(r.clk.Now(), batches)
 	for _, b := range batches {
 		if ctx.Err() != nil {
 			return
