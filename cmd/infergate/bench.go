@@ -40,6 +40,8 @@ type benchFlags struct {
 	lo, hi                      float64
 	steps                       int
 	seed                        uint64
+	job, interfBatch            int
+	rateSet                     bool
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,10 +73,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&f.hi, "hi", 20000, "goodput search: highest rate")
 	fs.IntVar(&f.steps, "steps", 10, "goodput search: most runs per policy")
 	fs.Uint64Var(&f.seed, "seed", 12345, "seed of arrivals and payloads")
+	fs.IntVar(&f.job, "job", 0, "measure a batch job of this many items: alone against the raw runtime and the single policy, and with --rate > 0 against real-time traffic at that rate")
+	fs.IntVar(&f.interfBatch, "interference", 0, "measure real-time batches of this size alone and beside idle-priority bulk work on the same cores (no server)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	fs.Visit(func(fl *flag.Flag) { f.rateSet = f.rateSet || fl.Name == "rate" })
 	stopProfile, err := startCPUProfile(*cpuProfile)
 	if err != nil {
 		return err
@@ -90,6 +95,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.raw {
 		return benchRaw(ctx, &f, stdout, log)
+	}
+	if f.job > 0 {
+		return benchJob(ctx, &f, stdout, stderr, log)
+	}
+	if f.interfBatch > 0 {
+		return benchInterference(ctx, &f, stdout, log)
 	}
 	var runs []map[string]any
 	for _, p := range strings.Split(f.policies, ",") {
@@ -355,6 +366,8 @@ func num(v any, prec int) string {
 		return strconv.FormatFloat(x, 'f', prec, 64)
 	case int:
 		return strconv.Itoa(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
 	}
 	return "-"
 }

@@ -42,6 +42,17 @@ func startJobs(cfg config.Config, eng *engine.Engine, clk clock.Clock, log *slog
 		// Enough in flight to keep several full bulk batches queued, and well
 		// under the bulk queue limit (1,024) so that items are not refused.
 		LeaseBatch: 128, Concurrency: 512,
+		GuaranteedShare: cfg.BulkGuaranteedShare,
+		Pace: func(model string, share float64) {
+			if m, err := eng.Model(model); err == nil {
+				m.Sched.SetBulkShare(share)
+			}
+		},
+		ThreadInit: func() {
+			if err := engine.IdleThread(); err != nil {
+				log.Warn("batch runner bookkeeping runs at normal priority", "err", err)
+			}
+		},
 	})
 	if err != nil {
 		_ = store.Close()

@@ -36,7 +36,7 @@ import (
 type serveFlags struct {
 	configPath, addr, dataDir, runtime, ortLib, repo, logLevel string
 	price                                                      float64
-	instances, threads, maxBatch, computeNice                  int
+	instances, threads, maxBatch, computeNice, bulkInstances   int
 	checkConfig                                                bool
 }
 
@@ -51,6 +51,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.price, "price", -1, "price of one instance-hour in USD (default 0.10)")
 	fs.IntVar(&f.instances, "instances", 0, "instances of the default model (default 1)")
 	fs.IntVar(&f.threads, "threads", -1, "threads per instance of the default model (default: runtime's choice)")
+	fs.IntVar(&f.bulkInstances, "bulk-instances", 0, "bulk-only instances of the default model, at idle CPU priority (default: as many as instances; -1: none)")
 	fs.IntVar(&f.maxBatch, "max-batch", 0, "max batch size of the default model (default 64)")
 	fs.IntVar(&f.computeNice, "compute-nice", -1, "nice value of compute threads (Linux; default 0: unchanged)")
 	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration and exit")
@@ -97,7 +98,8 @@ func (f *serveFlags) load() (config.Config, error) {
 // waits at a thread barrier for a core the HTTP server has taken (see
 // docs/benchmarks.md).
 func (f *serveFlags) defaultModel(dataDir string) config.Model {
-	m := config.Model{Name: "mlp", Path: filepath.Join(dataDir, "models", "mlp", "model.onnx"), Instances: f.instances, MaxBatchSize: f.maxBatch}
+	m := config.Model{Name: "mlp", Path: filepath.Join(dataDir, "models", "mlp", "model.onnx"), Instances: f.instances, MaxBatchSize: f.maxBatch,
+		BulkInstances: f.bulkInstances}
 	if m.Instances == 0 {
 		m.Instances = min(max(runtime.NumCPU(), 1), 2)
 	}
@@ -241,6 +243,7 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 			return nil, err
 		}
 	}
+	setGOMAXPROCS(models, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	clk := clock.Real{}
@@ -277,6 +280,28 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 	}()
 	eng.SetReady(true)
 	return s, nil
+}
+
+// setGOMAXPROCS raises GOMAXPROCS above the number of CPUs when the server
+// runs threads at idle priority (bulk instances and the batch runner's
+// bookkeeping; see engine.IdleThread), unless the GOMAXPROCS environment
+// variable says otherwise. Such a thread can hold one of Go's scheduler
+// slots while the kernel keeps it waiting behind real-time work; with no
+// more slots than CPUs, that would idle a CPU that real-time goroutines
+// want. Measured with the batch-job benchmark (docs/benchmarks.md).
+func setGOMAXPROCS(models []config.Model, log *slog.Logger) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	idle := 2 // the runner's polling loop and collector
+	for _, m := range models {
+		idle += m.BulkSessions()
+	}
+	n := runtime.NumCPU()
+	if want := min(n+idle, 2*n); runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
+		log.Debug("GOMAXPROCS raised for idle-priority threads", "gomaxprocs", want, "cpus", n)
+	}
 }
 
 // Close shuts down in order: readiness off; the HTTP server drains its

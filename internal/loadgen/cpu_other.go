@@ -2,5 +2,5 @@
 
 package loadgen
 
-// processCPUSeconds is not measured on this platform.
-func processCPUSeconds() float64 { return 0 }
+// ProcessCPUSeconds is not measured on this platform.
+func ProcessCPUSeconds() float64 { return 0 }

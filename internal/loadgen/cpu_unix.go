@@ -4,9 +4,9 @@ package loadgen
 
 import "syscall"
 
-// processCPUSeconds is the user + system CPU time this process has used.
+// ProcessCPUSeconds is the user + system CPU time this process has used.
 // When the server runs in the same process, that includes the server.
-func processCPUSeconds() float64 {
+func ProcessCPUSeconds() float64 {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

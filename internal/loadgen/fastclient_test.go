@@ -529,13 +529,13 @@ func BenchmarkSend(b *testing.B) {
 				ctx := context.Background()
 				snd := benchRequester(b, ctx, server.url, tr)
 				b.ReportAllocs()
-				cpu0 := processCPUSeconds()
+				cpu0 := ProcessCPUSeconds()
 				for b.Loop() {
 					if status, _, err := snd.do(ctx, infergate.ClassNormal, 0); err != nil || status != 200 {
 						b.Fatalf("status %d, err %v", status, err)
 					}
 				}
-				b.ReportMetric((processCPUSeconds()-cpu0)*1e9/float64(b.N), "cpu-ns/op")
+				b.ReportMetric((ProcessCPUSeconds()-cpu0)*1e9/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}

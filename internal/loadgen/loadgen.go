@@ -520,7 +520,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}()
 		}
 		if sleepUntil(ctx, measureFrom) {
-			cpuStart, cpuTaken = processCPUSeconds(), true
+			cpuStart, cpuTaken = ProcessCPUSeconds(), true
 		}
 		if !sleepUntil(ctx, end) {
 			stoppedAt = time.Now()
@@ -551,7 +551,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			measured := !sched.Before(measureFrom)
 			if measured && !cpuTaken {
-				cpuStart, cpuTaken = processCPUSeconds(), true
+				cpuStart, cpuTaken = ProcessCPUSeconds(), true
 			}
 			if cfg.testHookDispatch != nil {
 				cfg.testHookDispatch(seq)
@@ -585,7 +585,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	if !cpuTaken {
-		cpuStart = processCPUSeconds()
+		cpuStart = ProcessCPUSeconds()
 	}
 
 	// Wait for outstanding requests, up to Timeout; then cancel the rest.
@@ -602,7 +602,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		<-done
 	}
 	grace.Stop()
-	cpu := processCPUSeconds() - cpuStart
+	cpu := ProcessCPUSeconds() - cpuStart
 	statsWG.Wait()
 
 	window := stoppedAt.Sub(measureFrom)
