@@ -229,3 +229,92 @@ func TestCloseDrainsBulkWithBulkWorkers(t *testing.T) {
 		}
 	}
 }
+
+// queueDirect puts a request straight into class c's queue, as admit does.
+func queueDirect(s *Scheduler, c infergate.Class, now time.Time) {
+	s.q[c].pushBack(&request{ctx: context.Background(), class: c, inputs: []infergate.Tensor{fake.Input(4, 1)}, items: 1, enq: now, deadline: now.Add(time.Minute),
+		done: make(chan result, 1)})
+	s.total++
+}
+
+func TestRegularWorkerFormation(t *testing.T) {
+	const none = infergate.Class(infergate.NumClasses)
+	now := time.Unix(1000, 0)
+	pol := Policy{Kind: Size, MaxBatchSize: 4, DefaultTimeout: time.Minute}
+	tests := []struct {
+		name        string
+		bulkWorkers int
+		share       float64
+		normal      int // normal requests queued (a full batch is 4)
+		bulk        int
+		wantClass   infergate.Class // of the batch formed; none: no batch
+		wantWake    bool            // a timer (rather than waiting for a kick)
+	}{
+		{"only bulk queued, bulk workers: no batch, no polling", 1, 0, 0, 8, none, false},
+		{"only bulk queued, no bulk workers: the regular worker runs it", 0, 0, 0, 8, infergate.ClassBulk, false},
+		{"real-time first without a share", 1, 0, 4, 8, infergate.ClassNormal, false},
+		{"a share puts bulk first even with real-time ready", 1, 0.5, 4, 8, infergate.ClassBulk, false},
+		{"a partial real-time batch waits for its deadline; bulk is not the regular worker's", 1, 0, 2, 8, none, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(Config{Model: "m", MaxBatchSize: 4, Policies: policies(pol), Clock: nil})
+			s.bulkWorkers, s.bulkShare = tt.bulkWorkers, tt.share
+			for range tt.normal {
+				queueDirect(s, infergate.ClassNormal, now)
+			}
+			for range tt.bulk {
+				queueDirect(s, infergate.ClassBulk, now)
+			}
+			var b batch
+			wake := s.formLocked(now, &b, false)
+			got := none
+			if len(b.reqs) > 0 {
+				got = b.reqs[0].class
+			}
+			if got != tt.wantClass {
+				t.Errorf("formed a batch of class %d, want %d", got, tt.wantClass)
+			}
+			if !wake.IsZero() != tt.wantWake {
+				t.Errorf("wake %v, want a timer: %v (a regular worker must not poll for bulk it may not take)", wake, tt.wantWake)
+			}
+		})
+	}
+}
+
+func TestBulkDrainTimeCountsTheBulkLane(t *testing.T) {
+	lat := perfmodel.New()
+	lat.Observe(4, 10*time.Millisecond)
+	now := time.Unix(1000, 0)
+	s := New(Config{Model: "m", MaxBatchSize: 4, Policies: policies(Policy{Kind: Size, MaxBatchSize: 4}), Latency: lat})
+	s.instances, s.bulkWorkers = 2, 1
+	for range 40 { // real-time work the bulk worker never runs
+		queueDirect(s, infergate.ClassNormal, now)
+	}
+	for range 8 {
+		queueDirect(s, infergate.ClassBulk, now)
+	}
+	// 8 queued + 4 new = 3 batches of 4 on the one bulk worker.
+	if d, ok := s.drainTimeLocked(infergate.ClassBulk, 4); !ok || d != 30*time.Millisecond {
+		t.Errorf("bulk drain time %v (%v), want 30ms", d, ok)
+	}
+	// With a share, the regular workers and everything ahead count.
+	s.bulkShare = 0.5
+	// 40 + 8 + 4 = 52 items = 13 batches over 3 workers = 5 rounds.
+	if d, ok := s.drainTimeLocked(infergate.ClassBulk, 4); !ok || d != 50*time.Millisecond {
+		t.Errorf("bulk drain time with a share %v (%v), want 50ms", d, ok)
+	}
+}
+
+func TestRegularWorkerWaitsForTheDeadlineNotAPoll(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := New(Config{Model: "m", MaxBatchSize: 4, Policies: policies(Policy{Kind: Size, MaxBatchSize: 4, DefaultTimeout: time.Minute})})
+	s.bulkWorkers = 1
+	queueDirect(s, infergate.ClassNormal, now)
+	queueDirect(s, infergate.ClassBulk, now)
+	var b batch
+	wake := s.formLocked(now, &b, false)
+	if len(b.reqs) != 0 || wake.Sub(now) < 50*time.Second {
+		t.Errorf("formed %d, wake in %v: want no batch and a wake near the deadline", len(b.reqs), wake.Sub(now))
+	}
+}

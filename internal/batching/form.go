@@ -20,14 +20,32 @@ func (s *Scheduler) formLocked(now time.Time, b *batch, bulkOnly bool) (wake tim
 	// worker never waits without a timer while other work is pending.
 	for range 8 {
 		wake = s.formOnceLocked(now, b, bulkOnly)
-		if len(b.reqs) > 0 || !wake.IsZero() || s.total == 0 {
-			return wake
-		}
-		if bulkOnly && s.q[infergate.ClassBulk].len() == 0 {
+		if len(b.reqs) > 0 || !wake.IsZero() || s.takeableLocked(bulkOnly) == 0 {
 			return wake
 		}
 	}
 	return now.Add(time.Millisecond)
+}
+
+// takeableLocked counts the queued requests a worker of this kind may
+// take: a regular worker leaves bulk to the bulk workers unless it may help
+// (closing, or a share left). Only an arrival or a share change, both of
+// which kick it, can change that.
+func (s *Scheduler) takeableLocked(bulkOnly bool) int {
+	nBulk := s.q[infergate.ClassBulk].len()
+	switch {
+	case bulkOnly:
+		return nBulk
+	case s.regularTakesBulkLocked():
+		return s.total
+	}
+	return s.total - nBulk
+}
+
+// regularTakesBulkLocked reports whether regular workers may form bulk
+// batches now.
+func (s *Scheduler) regularTakesBulkLocked() bool {
+	return s.bulkWorkers == 0 || s.closed || s.bulkShareLeftLocked()
 }
 
 func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake time.Time) {
@@ -42,6 +60,15 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 		s.takeLocked(c, now, b, s.pol[c].MaxBatchSize)
 		return time.Time{}
 	}
+	if s.bulkWorkers > 0 && !s.closed && s.bulkShareLeftLocked() {
+		// The guaranteed share: a job behind its completion window gets
+		// the regular workers first until bulk has had its share of their
+		// busy time, even when real-time work would keep them busy.
+		if ready, _ := s.readyLocked(c, now); ready {
+			s.takeLocked(c, now, b, s.pol[c].MaxBatchSize)
+			return time.Time{}
+		}
+	}
 	for _, rc := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
 		ready, at := s.readyLocked(rc, now)
 		if ready {
@@ -53,7 +80,7 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 		}
 		wake = earliest(wake, at)
 	}
-	if s.bulkWorkers > 0 && !s.closed && !s.bulkShareLeftLocked() {
+	if !s.regularTakesBulkLocked() {
 		// Bulk is the bulk workers' (and the wake times of its policy
 		// theirs to keep).
 		return wake
@@ -332,7 +359,8 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 	end := s.clock.Now()
 	release()
 	wall := end.Sub(start)
-	if busy <= 0 {
+	selfTimed := busy > 0
+	if !selfTimed {
 		busy = wall
 	}
 	if !bulkOnly {
@@ -355,7 +383,10 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 	for _, c := range infergate.Classes {
 		info.Modes[c] = s.pol[c].Mode
 	}
-	if err == nil {
+	// A bulk-only worker's batches yield to real-time work: their wall time
+	// counts the preemptions, and only a self-measured busy time says how
+	// long the batch itself takes.
+	if err == nil && (selfTimed || !bulkOnly) {
 		s.lat.Observe(b.items, busy)
 	}
 	if d, ok := s.lat.Estimate(1); ok && s.lat.Measured(1) {

@@ -239,6 +239,7 @@ func (s *Scheduler) SetBulkShare(share float64) {
 	s.bulkShare = min(max(share, 0), 1)
 	s.mu.Unlock()
 	signal(s.kick)
+	signal(s.kickBulk)
 }
 
 // BulkShare returns the share set by SetBulkShare.
@@ -349,6 +350,11 @@ func (s *Scheduler) Submit(ctx context.Context, c infergate.Class, inputs []infe
 		signal(s.kickBulk)
 	} else {
 		signal(s.kick)
+		if c == infergate.ClassBulk {
+			// Regular workers may decline it (no share left); the bulk
+			// workers must hear of it too.
+			signal(s.kickBulk)
+		}
 	}
 	select {
 	case res := <-r.done:
@@ -430,15 +436,20 @@ func (s *Scheduler) admit(r *request) (bulkLane bool, err error) {
 func (s *Scheduler) drainTimeLocked(c infergate.Class, n int) (time.Duration, bool) {
 	mb := s.pol[c].MaxBatchSize
 	est, ok := s.lat.Estimate(mb)
-	workers := s.instances
-	if c == infergate.ClassBulk {
-		workers += s.bulkWorkers
+	workers, from := s.instances, 0
+	if c == infergate.ClassBulk && s.bulkWorkers > 0 {
+		// Bulk workers run bulk alone; regular workers join in only under
+		// a guaranteed share.
+		workers, from = s.bulkWorkers, int(infergate.ClassBulk)
+		if s.bulkShare > 0 {
+			workers, from = s.bulkWorkers+s.instances, 0
+		}
 	}
 	if !ok || workers == 0 {
 		return 0, false
 	}
 	items := n
-	for v := 0; v <= int(c); v++ {
+	for v := from; v <= int(c); v++ {
 		items += s.q[v].items
 	}
 	batches := (items + mb - 1) / mb
