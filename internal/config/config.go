@@ -79,8 +79,9 @@ type Model struct {
 	Instances int `yaml:"instances"`
 	// Threads per instance. Optional. 0 lets the runtime choose.
 	Threads int `yaml:"threads"`
-	// BulkInstances is the number of extra sessions that run only bulk
-	// batches (batch jobs), on the same cores at idle OS priority, so that
+	// BulkInstances is the number of extra single-threaded sessions that
+	// run only bulk batches (batch jobs), on the same cores at idle OS
+	// priority, so that
 	// bulk work uses exactly the CPU time real-time work leaves and never
 	// delays it. They are not extra provisioned capacity: the ledger counts
 	// Instances. Optional. 0 means as many as Instances; -1 means none

@@ -119,9 +119,14 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 		sessions = append(sessions, s)
 	}
 	for i := range mc.BulkSessions() {
+		// One thread each: bulk is throughput work, for which one
+		// single-threaded session per core does best (docs/benchmarks.md),
+		// and then the whole batch runs on the idle thread, where its CPU
+		// time is measured. (A runtime's own worker threads might not
+		// inherit the idle priority: the pure-Go executor's are goroutines.)
 		x, err := newIdleExecutor(func() (backend.Session, error) {
-			return e.opt.Runtime.Open(mc.Path, backend.Options{Threads: mc.Threads})
-		}, mc.Threads, log)
+			return e.opt.Runtime.Open(mc.Path, backend.Options{Threads: 1})
+		}, 1, log)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("model %s bulk instance %d: %w", mc.Name, i, err)

@@ -479,7 +479,7 @@ func TestSubmitsReachLedger(t *testing.T) {
 	v := newEnv(t, rt)
 	clk = v.clk
 	single := batching.Policy{Kind: batching.Single}
-	mc := config.Model{Name: "m", Path: "p", Instances: 2, MaxBatchSize: 8, WarmupRuns: -1,
+	mc := config.Model{Name: "m", Path: "p", Instances: 2, MaxBatchSize: 8, WarmupRuns: -1, BulkInstances: -1, // fake-clock busy time; bulk instances measure thread CPU time
 		Classes: map[string]batching.Policy{"urgent": single, "normal": single,
 			"bulk": {Kind: batching.Single, Mode: infergate.ModeHybrid}}}
 	if err := v.e.Load(t.Context(), mc); err != nil {
