@@ -14,19 +14,33 @@ import (
 // track again.
 
 // behind reports whether batch b, with remaining items left and measured
-// throughput rate (ok false when not measured yet), is projected to miss
-// its completion window: it would finish later than its expiry minus a
-// margin of a tenth of the window (room for finalizing, and for the rate to
-// dip). A batch with nothing measured yet is behind only once it is inside
-// that margin.
-func behind(now time.Time, b *jobs.Batch, remaining int, rate float64, ok bool) bool {
+// throughput rate (ok false when the recent window has none), is projected
+// to miss its completion window: it would finish later than its expiry
+// minus a margin of a tenth of the window (room for finalizing, and for
+// the rate to dip), or, with boosted (the share already granted), later
+// than expiry minus two margins, so that the share is not given back at
+// the first moment the batch is barely on track. Without a recent rate,
+// the batch's average since it started counts once it has run for
+// minRun; before that, it is behind only inside the margin.
+func behind(now time.Time, b *jobs.Batch, remaining int, rate float64, ok, boosted bool, minRun time.Duration) bool {
 	if remaining <= 0 || b.ExpiresAt.IsZero() {
 		return false
 	}
 	margin := b.Window / 10
 	deadline := b.ExpiresAt.Add(-margin)
+	if boosted {
+		deadline = deadline.Add(-margin)
+	}
 	if !ok || rate <= 0 {
-		return !now.Before(deadline)
+		ran := now.Sub(b.InProgressAt)
+		if b.InProgressAt.IsZero() || ran < minRun {
+			return !now.Before(b.ExpiresAt.Add(-margin))
+		}
+		// A starved lane completes nothing: rate 0, behind.
+		rate = float64(b.Completed+b.Failed) / ran.Seconds()
+		if rate <= 0 {
+			return true
+		}
 	}
 	finish := now.Add(time.Duration(float64(remaining) / rate * float64(time.Second)))
 	return finish.After(deadline)
@@ -53,7 +67,7 @@ func (r *Runner) pace(now time.Time, active []*jobs.Batch) {
 			want[model] = 0
 		}
 		rate, ok := r.Rate(b.ID)
-		if behind(now, b, b.Total-b.Completed-b.Failed, rate, ok) {
+		if behind(now, b, b.Total-b.Completed-b.Failed, rate, ok, r.shares[model] > 0, r.cfg.RateWindow) {
 			want[model] = r.cfg.GuaranteedShare
 		}
 	}
@@ -68,6 +82,21 @@ func (r *Runner) pace(now time.Time, active []*jobs.Batch) {
 		}
 		r.shares[model] = share
 		r.log.Info("runner: bulk share", "model", model, "share", share)
-		r.cfg.Pace(model, share)
+		// Handed to a goroutine of normal priority: Pace takes the
+		// scheduler's lock, which this loop, on an idle-priority thread
+		// (ThreadInit), must never hold while the kernel keeps it waiting.
+		r.paceQ <- paceCall{model, share}
+	}
+}
+
+type paceCall struct {
+	model string
+	share float64
+}
+
+// paceLoop makes the Pace calls, in order, until the queue is closed.
+func (r *Runner) paceLoop() {
+	for c := range r.paceQ {
+		r.cfg.Pace(c.model, c.share)
 	}
 }

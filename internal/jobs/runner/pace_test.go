@@ -11,26 +11,35 @@ import (
 func TestBehind(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	hour := &jobs.Batch{Window: time.Hour, ExpiresAt: now.Add(30 * time.Minute)} // 30 min left, margin 6 min
+	started := func(ago time.Duration, done int) *jobs.Batch {
+		return &jobs.Batch{Window: time.Hour, ExpiresAt: now.Add(30 * time.Minute), InProgressAt: now.Add(-ago), Completed: done}
+	}
 	tests := []struct {
 		name      string
 		b         *jobs.Batch
 		remaining int
 		rate      float64
 		ok        bool
+		boosted   bool
 		want      bool
 	}{
-		{"on track", hour, 1000, 10, true, false},              // 100 s
-		{"just on track", hour, 1440*10 - 10, 10, true, false}, // 23 min 59 s: before the 24-minute mark
-		{"projected past the margin", hour, 1440*10 + 10, 10, true, true},
-		{"far behind", hour, 1_000_000, 10, true, true},
-		{"nothing left", hour, 0, 0, false, false},
-		{"no rate yet, time left", hour, 1000, 0, false, false},
-		{"no rate yet, inside the margin", &jobs.Batch{Window: time.Hour, ExpiresAt: now.Add(5 * time.Minute)}, 1000, 0, false, true},
-		{"no expiry", &jobs.Batch{}, 1_000_000, 1, true, false},
+		{"on track", hour, 1000, 10, true, false, false},              // 100 s
+		{"just on track", hour, 1440*10 - 10, 10, true, false, false}, // 23 min 59 s: before the 24-minute mark
+		{"projected past the margin", hour, 1440*10 + 10, 10, true, false, true},
+		{"far behind", hour, 1_000_000, 10, true, false, true},
+		{"boosted: on track but inside the second margin", hour, 1440*10 - 10, 10, true, true, true},
+		{"boosted: on track with both margins", hour, 1080*10 - 10, 10, true, true, false}, // 17 min 59 s
+		{"nothing left", hour, 0, 0, false, false, false},
+		{"no rate yet, just started", started(time.Second, 0), 1000, 0, false, false, false},
+		{"no rate yet, inside the margin", &jobs.Batch{Window: time.Hour, ExpiresAt: now.Add(5 * time.Minute)}, 1000, 0, false, false, true},
+		{"starved: nothing done after a minute", started(time.Minute, 0), 1000, 0, false, false, true},
+		{"no recent rate, average since start on track", started(10*time.Minute, 6000), 1000, 0, false, false, false},
+		{"no recent rate, average since start too slow", started(10*time.Minute, 600), 100_000, 0, false, false, true},
+		{"no expiry", &jobs.Batch{}, 1_000_000, 1, true, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := behind(now, tt.b, tt.remaining, tt.rate, tt.ok); got != tt.want {
+			if got := behind(now, tt.b, tt.remaining, tt.rate, tt.ok, tt.boosted, 30*time.Second); got != tt.want {
 				t.Errorf("behind = %v, want %v", got, tt.want)
 			}
 		})
@@ -51,8 +60,8 @@ func TestPaceAsksForTheShareAndGivesItBack(t *testing.T) {
 	}
 	now := clk.Now()
 	slow := &jobs.Batch{ID: "slow", Status: jobs.StatusInProgress, Endpoint: "/v2/models/m/infer", Total: 100_000,
-		Window: time.Hour, ExpiresAt: now.Add(10 * time.Minute)}
-	// 10 items/s measured: 100,000 items need far more than 10 minutes.
+		Window: time.Hour, ExpiresAt: now.Add(50 * time.Minute)}
+	// About 20 items/s measured: 100,000 items need far more than 50 minutes.
 	for i := range 3 {
 		r.countCompletions([]jobs.ItemResult{{BatchID: "slow", State: jobs.ItemDone}}, nil)
 		if i < 2 {
@@ -68,6 +77,8 @@ func TestPaceAsksForTheShareAndGivesItBack(t *testing.T) {
 	slow.Completed = 0
 	r.pace(clk.Now(), []*jobs.Batch{slow})
 	r.pace(clk.Now(), nil)
+	close(r.paceQ)
+	r.paceLoop()
 	want := []call{{"m", 0.3}, {"m", 0}, {"m", 0.3}, {"m", 0}}
 	if len(calls) != len(want) {
 		t.Fatalf("Pace calls %v, want %v", calls, want)

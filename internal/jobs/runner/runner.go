@@ -126,6 +126,7 @@ type Runner struct {
 	mu       sync.Mutex
 	terminal map[string]jobs.Status // batches this runner moved to finalizing, and the status they end in
 	shares   map[string]float64     // the share last passed to Pace, per model (polling loop only)
+	paceQ    chan paceCall          // to paceLoop
 	rates    map[string]*rateWindow
 	rng      *rand.Rand
 }
@@ -218,6 +219,7 @@ func New(cfg Config) (*Runner, error) {
 		results:  make(chan outcome, cfg.Concurrency),
 		terminal: map[string]jobs.Status{},
 		shares:   map[string]float64{},
+		paceQ:    make(chan paceCall, 64),
 		rates:    map[string]*rateWindow{},
 		rng:      rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}, nil
@@ -247,6 +249,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	if !r.used.CompareAndSwap(false, true) {
 		return errors.New("runner: Run called twice")
 	}
+	paceDone := make(chan struct{})
+	go func() {
+		defer close(paceDone)
+		r.paceLoop()
+	}()
+	defer func() {
+		close(r.paceQ)
+		<-paceDone
+	}()
 	if r.cfg.ThreadInit != nil {
 		r.cfg.ThreadInit()
 	}
