@@ -390,8 +390,14 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 	// batch is then created failed, with the lines' errors and no items.
 	b.Status = jobs.StatusInProgress
 	var lineErrs []openai.LineError
+	invalid := false
+	scan.OnError = func(openai.LineError) { invalid = true }
 	items := func(yield func(*jobs.Item, error) bool) {
 		errs, err := s.scanFile(ctx, owner, f.ID, scan, func(_ int, in *openai.BatchInputLine) error {
+			if invalid {
+				// The insert is rolled back: only the errors matter now.
+				return nil
+			}
 			if !yield(&jobs.Item{CustomID: in.CustomID, Body: encodeItemBody(in.Request)}, nil) {
 				return errStop
 			}

@@ -38,6 +38,10 @@ type ScanOptions struct {
 	// MaxErrors is how many line errors are collected before scanning
 	// stops (default 100).
 	MaxErrors int
+	// OnError, if set, is called with each error as it is found, before
+	// the next line is read: a consumer inserting the valid lines can stop
+	// at the first.
+	OnError func(LineError)
 }
 
 // Defaults of ScanOptions.
@@ -183,7 +187,7 @@ func ScanInput(r io.Reader, opts ScanOptions, fn func(line int, in *BatchInputLi
 			break
 		}
 		if total > opts.MaxBytes {
-			s.errs = append(s.errs, LineError{Code: CodeFileTooLarge,
+			s.addErr(LineError{Code: CodeFileTooLarge,
 				Message: fmt.Sprintf("the file is larger than %d bytes", opts.MaxBytes)})
 			return s.errs, nil
 		}
@@ -207,15 +211,15 @@ func ScanInput(r io.Reader, opts ScanOptions, fn func(line int, in *BatchInputLi
 		}
 		requests++
 		if requests > opts.MaxLines {
-			s.errs = append(s.errs, LineError{Line: lineNo, Code: CodeTooManyTasks,
+			s.addErr(LineError{Line: lineNo, Code: CodeTooManyTasks,
 				Message: fmt.Sprintf("the file has more than %d requests", opts.MaxLines)})
 			return s.errs, nil
 		}
 		if tooLong {
-			s.errs = append(s.errs, LineError{Line: lineNo, Code: CodeLineTooLong,
+			s.addErr(LineError{Line: lineNo, Code: CodeLineTooLong,
 				Message: fmt.Sprintf("the line is longer than %d bytes", opts.MaxLineBytes)})
 		} else if in, le := s.line(lineNo, content); le != nil {
-			s.errs = append(s.errs, *le)
+			s.addErr(*le)
 		} else if fn != nil {
 			if err := fn(lineNo, in); err != nil {
 				return s.errs, err
@@ -229,9 +233,17 @@ func ScanInput(r io.Reader, opts ScanOptions, fn func(line int, in *BatchInputLi
 		}
 	}
 	if requests == 0 {
-		s.errs = append(s.errs, LineError{Code: CodeEmptyFile, Message: "the file has no requests"})
+		s.addErr(LineError{Code: CodeEmptyFile, Message: "the file has no requests"})
 	}
 	return s.errs, nil
+}
+
+// addErr records a line error and tells OnError.
+func (s *scanner) addErr(e LineError) {
+	s.errs = append(s.errs, e)
+	if s.opts.OnError != nil {
+		s.opts.OnError(e)
+	}
 }
 
 // scanner holds ScanInput's state across lines.

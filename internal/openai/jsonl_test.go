@@ -428,3 +428,21 @@ func TestScanInputBoundedMemory(t *testing.T) {
 		t.Errorf("heap grew by %d bytes scanning a %d-byte file: not bounded", growth, size)
 	}
 }
+
+func TestScanInputOnErrorSeesEachErrorBeforeTheNextLine(t *testing.T) {
+	good := `{"custom_id":"%s","method":"POST","url":"/v2/models/m/infer","body":{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}}` + "\n"
+	in := fmt.Sprintf(good, "a") + "not json\n" + fmt.Sprintf(good, "b") + fmt.Sprintf(good, "a")
+	var events []string
+	errs, err := ScanInput(strings.NewReader(in), ScanOptions{OnError: func(e LineError) { events = append(events, fmt.Sprintf("error %d", e.Line)) }},
+		func(line int, _ *BatchInputLine) error {
+			events = append(events, fmt.Sprintf("line %d", line))
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"line 1", "error 2", "line 3", "error 4"}
+	if fmt.Sprint(events) != fmt.Sprint(want) || len(errs) != 2 {
+		t.Fatalf("events %v (errors %v), want %v", events, errs, want)
+	}
+}
