@@ -288,7 +288,8 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 // variable says otherwise. Such a thread can hold one of Go's scheduler
 // slots while the kernel keeps it waiting behind real-time work; with no
 // more slots than CPUs, that would idle a CPU that real-time goroutines
-// want. Measured with the batch-job benchmark (docs/benchmarks.md).
+// want. Measured with the batch-job benchmark (docs/benchmarks.md). Setting
+// it turns off Go's own updates of GOMAXPROCS when the CPU quota changes.
 func setGOMAXPROCS(models []config.Model, log *slog.Logger) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return
@@ -297,10 +298,11 @@ func setGOMAXPROCS(models []config.Model, log *slog.Logger) {
 	for _, m := range models {
 		idle += m.BulkSessions()
 	}
-	n := runtime.NumCPU()
-	if want := min(n+idle, 2*n); runtime.GOMAXPROCS(0) < want {
+	// Start from Go's own default, which follows a container's CPU quota.
+	n := runtime.GOMAXPROCS(0)
+	if want := min(n+idle, 2*n); n < want {
 		runtime.GOMAXPROCS(want)
-		log.Debug("GOMAXPROCS raised for idle-priority threads", "gomaxprocs", want, "cpus", n)
+		log.Debug("GOMAXPROCS raised for idle-priority threads", "gomaxprocs", want, "was", n)
 	}
 }
 
