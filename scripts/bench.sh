@@ -51,3 +51,14 @@ for r in ${MIX_RATES:-5000 15000}; do
   curl -s localhost:${PORT:-18777}/metrics | grep -E '^process_resident_memory_bytes|^infergate_requests_total' > "$OUT/mix-$r.metrics"
   kill $pid; wait $pid || true
 done
+
+echo "== batch job: alone against raw and one by one; then beside real-time traffic at about half capacity"
+$B bench --data-dir "$DATA" --job 20000 --duration 3s --json | tee "$OUT/job-alone.json"
+$B serve --addr 127.0.0.1:${PORT:-18777} --data-dir "$OUT/job-data" --log-level warn &
+pid=$!
+for _ in $(seq 100); do curl -sf localhost:${PORT:-18777}/v2/health/ready >/dev/null && break; sleep 0.1; done
+$B bench --url http://127.0.0.1:${PORT:-18777} --data-dir "$DATA" --job 20000 --rate 3000 --duration 3s --warmup 1s --json \
+  | tee "$OUT/job-overlap.json"
+kill $pid; wait $pid || true
+$B bench --data-dir "$DATA" --interference 8 --duration 3s | tee "$OUT/interference-8.txt"
+$B bench --data-dir "$DATA" --interference 16 --duration 3s | tee "$OUT/interference-16.txt"
