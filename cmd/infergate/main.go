@@ -30,6 +30,7 @@ commands:
   serve       serve models (default: the reference model "mlp")
   bench       load-test a server (in-process or --url) or the runtime alone (--raw)
   batch       submit, list, inspect, cancel and download batches (--url)
+  profile     measure a model per batch size and configuration; choose a batch size
   model gen   write the reference ONNX model
   fetch       fetch the pinned ONNX Runtime library into the cache folder
   version     print the version
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runModelGen(args[2:], stdout)
 	case "batch":
 		return runBatch(ctx, args[1:], stdout, stderr)
+	case "profile":
+		return runProfile(ctx, args[1:], stdout, stderr)
 	case "fetch":
 		return runFetch(ctx, args[1:], stdout)
 	case "version":
