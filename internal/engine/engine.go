@@ -184,6 +184,13 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	metrics.RegisterModel(e.opt.Registerer, mc.Name, sched.QueueLen,
 		func() int { return len(sessions) },
 		func() float64 { return e.utilization(mc.Name) })
+	metrics.RegisterLatencyModel(e.opt.Registerer, mc.Name, func() []metrics.LatencyPoint {
+		var out []metrics.LatencyPoint
+		for _, p := range lat.Points() {
+			out = append(out, metrics.LatencyPoint{BatchSize: p.BatchSize, Seconds: p.MeanMS / 1e3, Count: p.Count})
+		}
+		return out
+	})
 	log.Info("model loaded", "runtime", info.Runtime, "instances", len(sessions), "bulk_instances", len(bulk), "threads", mc.Threads, "max_batch_size", info.MaxBatchSize,
 		"inputs", info.Inputs, "outputs", info.Outputs)
 	return nil

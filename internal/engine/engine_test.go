@@ -567,6 +567,21 @@ infergate_instance_utilization{model="m"} 0.5
 		"infergate_execution_count_total", "infergate_inference_count_total", "infergate_instance_utilization"); err != nil {
 		t.Error(err)
 	}
+	// The live latency model is exported per batch size.
+	m, _ = v.e.Model("m")
+	var wantLat strings.Builder
+	wantLat.WriteString("# HELP infergate_batch_latency_seconds Live latency model: moving mean of the measured execution time of a batch, per batch size.\n")
+	wantLat.WriteString("# TYPE infergate_batch_latency_seconds gauge\n")
+	pts := m.Sched.Latency().Points()
+	if len(pts) == 0 {
+		t.Fatal("no latency points")
+	}
+	for _, p := range pts {
+		fmt.Fprintf(&wantLat, "infergate_batch_latency_seconds{batch_size=\"%d\",model=\"m\"} %g\n", p.BatchSize, p.MeanMS/1e3)
+	}
+	if err := testutil.GatherAndCompare(v.reg, strings.NewReader(wantLat.String()), "infergate_batch_latency_seconds"); err != nil {
+		t.Error(err)
+	}
 }
 
 // A failed batch reaches the metrics but not the ledger.

@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,4 +112,43 @@ func RegisterModel(reg prometheus.Registerer, model string, queue QueueFunc, ins
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "infergate_instance_utilization", Help: "Busy share of provisioned instance time since start.", ConstLabels: prometheus.Labels{"model": model},
 	}, utilization))
+}
+
+// LatencyPoint is one batch size of a model's live latency model.
+type LatencyPoint struct {
+	BatchSize int
+	Seconds   float64 // moving mean of the batch latency
+	Count     int64
+}
+
+// RegisterLatencyModel exports a model's live per-batch-size latency model
+// as infergate_batch_latency_seconds{model,batch_size} (the moving mean of
+// the measured batch latency) and infergate_batch_latency_observations
+// {model,batch_size}, read at scrape time from points.
+func RegisterLatencyModel(reg prometheus.Registerer, model string, points func() []LatencyPoint) {
+	reg.MustRegister(&latencyCollector{model: model, points: points})
+}
+
+var (
+	latencyDesc = prometheus.NewDesc("infergate_batch_latency_seconds",
+		"Live latency model: moving mean of the measured execution time of a batch, per batch size.", []string{"model", "batch_size"}, nil)
+	latencyCountDesc = prometheus.NewDesc("infergate_batch_latency_observations",
+		"Live latency model: batches observed per batch size (warmup included).", []string{"model", "batch_size"}, nil)
+)
+
+type latencyCollector struct {
+	model  string
+	points func() []LatencyPoint
+}
+
+// Describe sends nothing: the collector is unchecked, so that one per
+// model can share the metric names (their model labels differ).
+func (c *latencyCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c *latencyCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.points() {
+		n := strconv.Itoa(p.BatchSize)
+		ch <- prometheus.MustNewConstMetric(latencyDesc, prometheus.GaugeValue, p.Seconds, c.model, n)
+		ch <- prometheus.MustNewConstMetric(latencyCountDesc, prometheus.CounterValue, float64(p.Count), c.model, n)
+	}
 }
