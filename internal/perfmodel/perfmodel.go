@@ -9,6 +9,7 @@
 package perfmodel
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -23,7 +24,11 @@ type Point struct {
 	Count     int64   `json:"count"`
 	MeanMS    float64 `json:"mean_ms"` // exponentially weighted mean
 	MinMS     float64 `json:"min_ms"`
-	LastMS    float64 `json:"last_ms"`
+	// StdMS is the exponentially weighted standard deviation of the
+	// batch latency (same weights as MeanMS): the spread the planner
+	// samples service times with.
+	StdMS  float64 `json:"std_ms"`
+	LastMS float64 `json:"last_ms"`
 	// ItemsPerSec is BatchSize / mean latency.
 	ItemsPerSec float64 `json:"items_per_sec"`
 }
@@ -31,6 +36,7 @@ type Point struct {
 type stat struct {
 	count int64
 	ewma  float64 // seconds
+	ewvar float64 // seconds^2
 	min   float64
 	last  float64
 }
@@ -63,10 +69,15 @@ func (m *Model) Observe(n int, d time.Duration) {
 	st.count++
 	// The first few observations use a plain running mean so that one
 	// cold-start outlier does not dominate for long.
+	diff := s - st.ewma
 	if st.count <= 10 {
-		st.ewma += (s - st.ewma) / float64(st.count)
+		// Welford's running mean and variance.
+		w := 1 / float64(st.count)
+		st.ewma += diff * w
+		st.ewvar += (diff*(s-st.ewma) - st.ewvar) * w
 	} else {
-		st.ewma += Alpha * (s - st.ewma)
+		st.ewma += Alpha * diff
+		st.ewvar = (1 - Alpha) * (st.ewvar + Alpha*diff*diff)
 	}
 	st.min = min(st.min, s)
 	st.last = s
@@ -120,7 +131,8 @@ func (m *Model) Points() []Point {
 	out := make([]Point, 0, len(m.sizes))
 	for _, n := range m.sizes {
 		st := m.stats[n]
-		p := Point{BatchSize: n, Count: st.count, MeanMS: st.ewma * 1e3, MinMS: st.min * 1e3, LastMS: st.last * 1e3}
+		p := Point{BatchSize: n, Count: st.count, MeanMS: st.ewma * 1e3, MinMS: st.min * 1e3, LastMS: st.last * 1e3,
+			StdMS: math.Sqrt(max(st.ewvar, 0)) * 1e3}
 		if st.ewma > 0 {
 			p.ItemsPerSec = float64(n) / st.ewma
 		}

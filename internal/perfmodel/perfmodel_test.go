@@ -258,3 +258,42 @@ func TestConcurrentObserveEstimate(t *testing.T) {
 		t.Errorf("total count %d, want %d", total, writers*perWriter)
 	}
 }
+
+func TestStd(t *testing.T) {
+	tests := []struct {
+		name string
+		obs  []time.Duration
+		want float64 // ms
+	}{
+		{"constant", []time.Duration{5 * time.Millisecond, 5 * time.Millisecond, 5 * time.Millisecond}, 0},
+		// Population std of {4, 6} ms is 1 ms.
+		{"two", []time.Duration{4 * time.Millisecond, 6 * time.Millisecond}, 1},
+		// Of {1..10} ms: sqrt(8.25).
+		{"ten", []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 2.8722813232690143},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New()
+			for _, d := range tt.obs {
+				if d < time.Microsecond {
+					d *= time.Millisecond
+				}
+				m.Observe(1, d)
+			}
+			if got := m.Points()[0].StdMS; math.Abs(got-tt.want) > 1e-9 {
+				t.Errorf("std %v ms, want %v", got, tt.want)
+			}
+		})
+	}
+	// Past ten observations the weights decay: a steady value pulls the
+	// spread towards zero.
+	m := New()
+	m.Observe(1, time.Millisecond)
+	m.Observe(1, 3*time.Millisecond)
+	for range 200 {
+		m.Observe(1, 2*time.Millisecond)
+	}
+	if got := m.Points()[0].StdMS; got > 0.01 {
+		t.Errorf("std after a steady run %v ms", got)
+	}
+}
