@@ -31,6 +31,7 @@ commands:
   bench       load-test a server (in-process or --url) or the runtime alone (--raw)
   batch       submit, list, inspect, cancel and download batches (--url)
   profile     measure a model per batch size and configuration; choose a batch size
+  plan        simulate a workload on each mode and setting; recommend the cheapest that meets the SLO
   model gen   write the reference ONNX model
   fetch       fetch the pinned ONNX Runtime library into the cache folder
   version     print the version
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBatch(ctx, args[1:], stdout, stderr)
 	case "profile":
 		return runProfile(ctx, args[1:], stdout, stderr)
+	case "plan":
+		return runPlan(ctx, args[1:], stdout, stderr)
 	case "fetch":
 		return runFetch(ctx, args[1:], stdout)
 	case "version":

@@ -351,3 +351,6 @@ func (r recorder) RecordBatch(model string, b *batching.BatchInfo) {
 	}
 	r.l.RecordBatch(model, b.Busy, shares, b.Batch1)
 }
+
+// Instances is the number of the model's (regular) instances.
+func (m *Model) Instances() int { return len(m.sessions) }

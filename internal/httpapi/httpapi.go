@@ -102,6 +102,7 @@ func New(eng Engine, gath prometheus.Gatherer, opt Options, log *slog.Logger) ht
 		writeJSON(w, 200, map[string]any{"models": eng.Models()})
 	})
 	mux.HandleFunc("GET /v1/models/{model}/profile", s.profile)
+	mux.HandleFunc("POST /v1/plan", s.plan)
 	mux.HandleFunc("GET /v1/cost", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, eng.Ledger().Report()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gath, promhttp.HandlerOpts{}))
 	if opt.Jobs != nil {
@@ -185,7 +186,8 @@ func (s *Server) profile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"model": m.Info.Name, "points": m.Sched.Latency().Points()})
+	lat := m.Sched.Latency()
+	writeJSON(w, 200, map[string]any{"model": m.Info.Name, "points": lat.Points(), "overhead": lat.Overhead()})
 }
 
 func (s *Server) getBuf() *bytes.Buffer {
@@ -198,6 +200,7 @@ func (s *Server) getBuf() *bytes.Buffer {
 
 // infer serves POST /v2/models/{model}/infer.
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	m, err := s.model(r)
 	if err != nil {
 		writeError(w, s.log, err)
@@ -304,6 +307,8 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Infergate-Compute-Ms", fmtMS(res.Compute))
 	h.Set("X-Infergate-Batch-Size", strconv.Itoa(res.BatchSize))
 	_, _ = w.Write(buf)
+	// What the request cost outside the scheduler, for the planner.
+	m.Sched.Latency().ObserveOverhead(time.Since(start) - res.Queued - res.Compute)
 }
 
 func fmtMS(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1e3, 'f', 3, 64) }

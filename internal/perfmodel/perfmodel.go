@@ -43,9 +43,10 @@ type stat struct {
 
 // Model is a per-batch-size latency model. It is safe for concurrent use.
 type Model struct {
-	mu    sync.RWMutex
-	stats map[int]*stat
-	sizes []int // sorted keys of stats
+	mu       sync.RWMutex
+	stats    map[int]*stat
+	sizes    []int // sorted keys of stats
+	overhead stat  // per request, outside the scheduler
 }
 
 // New returns an empty model.
@@ -61,14 +62,21 @@ func (m *Model) Observe(n int, d time.Duration) {
 	defer m.mu.Unlock()
 	st, ok := m.stats[n]
 	if !ok {
-		st = &stat{ewma: s, min: s}
+		st = &stat{}
 		m.stats[n] = st
 		i, _ := slices.BinarySearch(m.sizes, n)
 		m.sizes = slices.Insert(m.sizes, i, n)
 	}
+	st.add(s)
+}
+
+// add records one observation of s seconds. The first few use a plain
+// running mean so that one cold-start outlier does not dominate for long.
+func (st *stat) add(s float64) {
+	if st.count == 0 {
+		st.ewma, st.min = s, s
+	}
 	st.count++
-	// The first few observations use a plain running mean so that one
-	// cold-start outlier does not dominate for long.
 	diff := s - st.ewma
 	if st.count <= 10 {
 		// Welford's running mean and variance.
@@ -81,6 +89,32 @@ func (m *Model) Observe(n int, d time.Duration) {
 	}
 	st.min = min(st.min, s)
 	st.last = s
+}
+
+// ObserveOverhead records the time one request spent in the server
+// outside the scheduler's queue and batch: reading and decoding it,
+// encoding and writing its answer.
+func (m *Model) ObserveOverhead(d time.Duration) {
+	if d < 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.overhead.add(d.Seconds())
+}
+
+// Overhead is the per-request overhead measured by ObserveOverhead.
+type Overhead struct {
+	Count  int64   `json:"count"`
+	MeanMS float64 `json:"mean_ms"`
+	StdMS  float64 `json:"std_ms"`
+}
+
+// Overhead returns the measured per-request overhead (Count 0: none yet).
+func (m *Model) Overhead() Overhead {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return Overhead{Count: m.overhead.count, MeanMS: m.overhead.ewma * 1e3, StdMS: math.Sqrt(max(m.overhead.ewvar, 0)) * 1e3}
 }
 
 // Estimate returns the expected execution time of a batch of n items. Sizes

@@ -27,6 +27,12 @@ type Point struct {
 type Profile struct {
 	Model  string
 	Points []Point
+	// Overhead is the time a request spends in the server outside the
+	// scheduler (reading, decoding, encoding and writing it), as the
+	// server measures it; zero for a profile of the runtime alone. The
+	// simulation adds a sample of it (lognormal with this median and 99th
+	// percentile) to each request's latency. It does not hold a worker.
+	Overhead struct{ P50, P99 time.Duration }
 }
 
 // Validate checks that p has points of one configuration, sorted by

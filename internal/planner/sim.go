@@ -172,6 +172,16 @@ func Simulate(p *Profile, arrivals []time.Duration, s Settings, slo time.Duratio
 	} else {
 		out = simulateOnline(p, arrivals, s, slo, rng, lat)
 	}
+	if o := p.Overhead; o.P50 > 0 {
+		orng := rand.New(rand.NewPCG(seed^0x9e3779b97f4a7c15, seed))
+		sigma := 0.0
+		if o.P99 > o.P50 {
+			sigma = math.Log(float64(o.P99)/float64(o.P50)) / 2.3263
+		}
+		for i := range lat {
+			lat[i] += time.Duration(float64(o.P50) * math.Exp(sigma*orng.NormFloat64()))
+		}
+	}
 
 	res.Requests, res.Batches, res.Busy = n, out.batches, out.busy
 	res.Span = out.last - arrivals[0]

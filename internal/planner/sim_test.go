@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/infergate/infergate/internal/perfmodel"
 )
 
 // linearProfile has p50(n) = 1 ms + 0.1 ms x n at batch sizes 1..64
@@ -372,5 +374,39 @@ func BenchmarkSimulate100k(b *testing.B) {
 	s := Settings{Mode: ModeHybrid, Policy: PolicyHybrid, MaxBatchSize: 32, MaxQueueDelay: ms(5), Instances: 2}
 	for b.Loop() {
 		Simulate(p, arr, s, ms(50), 1, 1)
+	}
+}
+
+func TestOverheadAddsToLatencyOnly(t *testing.T) {
+	p := &Profile{Points: []Point{{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond}}}
+	arr := []time.Duration{0, 10 * time.Millisecond, 20 * time.Millisecond}
+	s := Settings{Mode: ModeRealtime, Policy: PolicySingle, Instances: 1}
+	base := Simulate(p, arr, s, 0, 1, 1)
+	p.Overhead.P50, p.Overhead.P99 = 2*time.Millisecond, 2*time.Millisecond
+	with := Simulate(p, arr, s, 0, 1, 1)
+	if with.P50-base.P50 != 2*time.Millisecond || with.P99-base.P99 != 2*time.Millisecond {
+		t.Errorf("p50 %v -> %v, p99 %v -> %v: want +2ms each", base.P50, with.P50, base.P99, with.P99)
+	}
+	if with.Busy != base.Busy || with.CostPer1k != base.CostPer1k {
+		t.Errorf("overhead changed busy time or cost: %v %v -> %v %v", base.Busy, base.CostPer1k, with.Busy, with.CostPer1k)
+	}
+}
+
+func TestFromLive(t *testing.T) {
+	p := FromLive("m", 2, []perfmodel.Point{{BatchSize: 1, MeanMS: 2}, {BatchSize: 8, MeanMS: 4, StdMS: 1}, {BatchSize: 9}},
+		perfmodel.Overhead{Count: 10, MeanMS: 1, StdMS: 0.5})
+	if len(p.Points) != 2 || p.Validate() != nil {
+		t.Fatalf("points %+v: %v", p.Points, p.Validate())
+	}
+	// Zero spread: median = p99 = mean.
+	if p.Points[0].P50 != 2*time.Millisecond || p.Points[0].P99 != 2*time.Millisecond || p.Points[0].ItemsPerSec != 1000 {
+		t.Errorf("batch 1: %+v", p.Points[0])
+	}
+	// Mean 4, std 1: cv^2 = 1/16, median 4/sqrt(1.0625) = 3.8806 ms, p99 above the mean.
+	if got := p.Points[1].P50; got < 3880*time.Microsecond || got > 3881*time.Microsecond || p.Points[1].P99 <= 4*time.Millisecond {
+		t.Errorf("batch 8: %+v", p.Points[1])
+	}
+	if p.Overhead.P50 <= 0 || p.Overhead.P99 <= p.Overhead.P50 {
+		t.Errorf("overhead %+v", p.Overhead)
 	}
 }

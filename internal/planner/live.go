@@ -1,0 +1,41 @@
+package planner
+
+import (
+	"math"
+	"time"
+
+	"github.com/infergate/infergate/internal/perfmodel"
+)
+
+// FromLive builds a profile from a running server's live latency model:
+// per batch size, the moving mean and spread of the batch latency the
+// server measured while it served (so contention with request handling is
+// in it), and the measured per-request overhead outside the scheduler.
+// Each is taken as a lognormal with that mean and standard deviation.
+// instances is the number of instances that ran concurrently.
+func FromLive(model string, instances int, points []perfmodel.Point, overhead perfmodel.Overhead) *Profile {
+	out := &Profile{Model: model}
+	for _, p := range points {
+		if p.MeanMS <= 0 {
+			continue
+		}
+		med, p99 := lognormalQuantiles(p.MeanMS, p.StdMS)
+		out.Points = append(out.Points, Point{BatchSize: p.BatchSize, Instances: max(instances, 1), Threads: 1,
+			P50: msDur(med), P99: msDur(p99), ItemsPerSec: float64(max(instances, 1)*p.BatchSize) / (p.MeanMS / 1e3)})
+	}
+	if overhead.Count > 0 && overhead.MeanMS > 0 {
+		med, p99 := lognormalQuantiles(overhead.MeanMS, overhead.StdMS)
+		out.Overhead.P50, out.Overhead.P99 = msDur(med), msDur(p99)
+	}
+	return out
+}
+
+// lognormalQuantiles are the median and 99th percentile of the lognormal
+// with this mean and standard deviation.
+func lognormalQuantiles(mean, std float64) (p50, p99 float64) {
+	cv2 := (std / mean) * (std / mean)
+	p50 = mean / math.Sqrt(1+cv2)
+	return p50, p50 * math.Exp(2.3263*math.Sqrt(math.Log(1+cv2)))
+}
+
+func msDur(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
