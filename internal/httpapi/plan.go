@@ -56,7 +56,9 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	bad := func(format string, args ...any) { writeError(w, s.log, infergate.Errorf(infergate.EInvalid, format, args...)) }
+	bad := func(format string, args ...any) {
+		writeError(w, s.log, infergate.Errorf(infergate.EInvalid, format, args...))
+	}
 	wl := req.Workload
 	if !(req.SLOMS > 0) || req.SLOMS > 30*24*3600*1e3 {
 		bad("slo_ms: %v: want a positive number of milliseconds (at most 30 days)", req.SLOMS)
