@@ -258,6 +258,7 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, model string, seed uin
 
 	type row struct {
 		Fraction, Rate                    float64
+		MeasuredP50MS, LiveP50MS          float64
 		MeasuredP99MS, MeasuredRPS        float64
 		MeasuredCostPer1k                 float64
 		RawP99MS, RawRPS, RawCostPer1k    float64
@@ -270,7 +271,7 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, model string, seed uin
 		if err != nil {
 			return err
 		}
-		r := row{Fraction: f, Rate: rate, MeasuredP99MS: ms(res.P99), MeasuredRPS: res.ThroughputRPS}
+		r := row{Fraction: f, Rate: rate, MeasuredP50MS: ms(res.P50), MeasuredP99MS: ms(res.P99), MeasuredRPS: res.ThroughputRPS}
 		if d := res.ServerDelta; d != nil && res.OK > 0 {
 			r.MeasuredCostPer1k = d["provisioned_seconds"] * res.ServerEnd["price"] / 3600 / float64(res.OK) * 1000
 		}
@@ -283,9 +284,10 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, model string, seed uin
 		pl := planner.Simulate(liveProf, arr, settings, slo, cfg.PricePerInstanceHour, seed)
 		r.RawP99MS, r.RawRPS, r.RawCostPer1k = ms(pr.P99), pr.ThroughputRPS, pr.CostPer1k
 		r.LiveP99MS, r.LiveRPS, r.LiveCostPer1k = ms(pl.P99), pl.ThroughputRPS, pl.CostPer1k
+		r.LiveP50MS = ms(pl.P50)
 		rows = append(rows, r)
-		fmt.Fprintf(stderr, "plan validate: %.0f%% (%.0f req/s): measured p99 %.2f ms; predicted %.2f (raw profile), %.2f (live)\n",
-			100*f, rate, r.MeasuredP99MS, r.RawP99MS, r.LiveP99MS)
+		fmt.Fprintf(stderr, "plan validate: %.0f%% (%.0f req/s): measured p50 %.2f p99 %.2f ms; predicted p99 %.2f (raw profile), p50 %.2f p99 %.2f (live)\n",
+			100*f, rate, r.MeasuredP50MS, r.MeasuredP99MS, r.RawP99MS, r.LiveP50MS, r.LiveP99MS)
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)

@@ -30,7 +30,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	model := fs.String("model", "mlp", "model name")
 	preferred := fs.String("preferred", "", "extra batch sizes to measure, comma-separated")
 	configs := fs.String("configs", "", "configurations INSTANCESxTHREADS, comma-separated (default: every split of the CPUs, and 1x1)")
-	dur := fs.Duration("point-duration", 1500*time.Millisecond, "measured time per point, after a warmup")
+	dur := fs.Duration("point-duration", 3*time.Second, "measured time per point, after a warmup")
 	memLimit := fs.String("memory-limit", "", "memory limit for the choice, e.g. 512MiB or 2GB (default: none)")
 	latLimit := fs.Duration("latency-limit", 50*time.Millisecond, "batch p99 latency limit for the choice (0: none)")
 	asJSON := fs.Bool("json", false, "print JSON: points and choice")

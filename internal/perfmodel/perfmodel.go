@@ -29,6 +29,10 @@ type Point struct {
 	// samples service times with.
 	StdMS  float64 `json:"std_ms"`
 	LastMS float64 `json:"last_ms"`
+	// P50MS and P99MS are the median and 99th percentile of the last
+	// Window batches of this size.
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
 	// ItemsPerSec is BatchSize / mean latency.
 	ItemsPerSec float64 `json:"items_per_sec"`
 }
@@ -39,6 +43,25 @@ type stat struct {
 	ewvar float64 // seconds^2
 	min   float64
 	last  float64
+	// recent holds the last Window observations (a ring once full), for
+	// measured quantiles.
+	recent []float32
+	next   int
+}
+
+// Window is how many recent observations per batch size (and of the
+// per-request overhead) the measured quantiles cover.
+const Window = 512
+
+// quantiles returns the p50 and p99 of the recent observations, seconds.
+func (st *stat) quantiles() (p50, p99 float64) {
+	if len(st.recent) == 0 {
+		return 0, 0
+	}
+	v := slices.Clone(st.recent)
+	slices.Sort(v)
+	at := func(q float64) float64 { return float64(v[min(int(q*float64(len(v))), len(v)-1)]) }
+	return at(0.5), at(0.99)
 }
 
 // Model is a per-batch-size latency model. It is safe for concurrent use.
@@ -89,6 +112,12 @@ func (st *stat) add(s float64) {
 	}
 	st.min = min(st.min, s)
 	st.last = s
+	if len(st.recent) < Window {
+		st.recent = append(st.recent, float32(s))
+	} else {
+		st.recent[st.next] = float32(s)
+		st.next = (st.next + 1) % Window
+	}
 }
 
 // ObserveOverhead records the time one request spent in the server
@@ -108,13 +137,18 @@ type Overhead struct {
 	Count  int64   `json:"count"`
 	MeanMS float64 `json:"mean_ms"`
 	StdMS  float64 `json:"std_ms"`
+	// P50MS and P99MS cover the last Window requests.
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
 }
 
 // Overhead returns the measured per-request overhead (Count 0: none yet).
 func (m *Model) Overhead() Overhead {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return Overhead{Count: m.overhead.count, MeanMS: m.overhead.ewma * 1e3, StdMS: math.Sqrt(max(m.overhead.ewvar, 0)) * 1e3}
+	p50, p99 := m.overhead.quantiles()
+	return Overhead{Count: m.overhead.count, MeanMS: m.overhead.ewma * 1e3, StdMS: math.Sqrt(max(m.overhead.ewvar, 0)) * 1e3,
+		P50MS: p50 * 1e3, P99MS: p99 * 1e3}
 }
 
 // Estimate returns the expected execution time of a batch of n items. Sizes
@@ -165,8 +199,9 @@ func (m *Model) Points() []Point {
 	out := make([]Point, 0, len(m.sizes))
 	for _, n := range m.sizes {
 		st := m.stats[n]
+		p50, p99 := st.quantiles()
 		p := Point{BatchSize: n, Count: st.count, MeanMS: st.ewma * 1e3, MinMS: st.min * 1e3, LastMS: st.last * 1e3,
-			StdMS: math.Sqrt(max(st.ewvar, 0)) * 1e3}
+			StdMS: math.Sqrt(max(st.ewvar, 0)) * 1e3, P50MS: p50 * 1e3, P99MS: p99 * 1e3}
 		if st.ewma > 0 {
 			p.ItemsPerSec = float64(n) / st.ewma
 		}

@@ -297,3 +297,28 @@ func TestStd(t *testing.T) {
 		t.Errorf("std after a steady run %v ms", got)
 	}
 }
+
+func TestRecentQuantiles(t *testing.T) {
+	m := New()
+	// 1..100 ms: p50 is the 51st smallest, p99 the 100th.
+	for i := 100; i >= 1; i-- {
+		m.Observe(4, time.Duration(i)*time.Millisecond)
+	}
+	p := m.Points()[0]
+	if math.Abs(p.P50MS-51) > 1e-3 || math.Abs(p.P99MS-100) > 1e-3 {
+		t.Errorf("p50 %v p99 %v, want 51 and 100", p.P50MS, p.P99MS)
+	}
+	// Past Window observations only the recent ones count.
+	for range Window {
+		m.Observe(4, 2*time.Millisecond)
+	}
+	if p := m.Points()[0]; math.Abs(p.P50MS-2) > 1e-3 || math.Abs(p.P99MS-2) > 1e-3 {
+		t.Errorf("after a window of 2 ms: p50 %v p99 %v", p.P50MS, p.P99MS)
+	}
+	for i := range 10 {
+		m.ObserveOverhead(time.Duration(i+1) * time.Millisecond)
+	}
+	if o := m.Overhead(); o.Count != 10 || math.Abs(o.P50MS-6) > 1e-3 || math.Abs(o.P99MS-10) > 1e-3 {
+		t.Errorf("overhead %+v", o)
+	}
+}

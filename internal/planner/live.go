@@ -11,7 +11,9 @@ import (
 // per batch size, the moving mean and spread of the batch latency the
 // server measured while it served (so contention with request handling is
 // in it), and the measured per-request overhead outside the scheduler.
-// Each is taken as a lognormal with that mean and standard deviation.
+// Each takes the measured median and 99th percentile of its recent
+// observations; without them (an older server), a lognormal with the
+// measured mean and standard deviation.
 // instances is the number of instances that ran concurrently.
 func FromLive(model string, instances int, points []perfmodel.Point, overhead perfmodel.Overhead) *Profile {
 	out := &Profile{Model: model}
@@ -20,11 +22,17 @@ func FromLive(model string, instances int, points []perfmodel.Point, overhead pe
 			continue
 		}
 		med, p99 := lognormalQuantiles(p.MeanMS, p.StdMS)
+		if p.P50MS > 0 && p.P99MS >= p.P50MS {
+			med, p99 = p.P50MS, p.P99MS
+		}
 		out.Points = append(out.Points, Point{BatchSize: p.BatchSize, Instances: max(instances, 1), Threads: 1,
 			P50: msDur(med), P99: msDur(p99), ItemsPerSec: float64(max(instances, 1)*p.BatchSize) / (p.MeanMS / 1e3)})
 	}
 	if overhead.Count > 0 && overhead.MeanMS > 0 {
 		med, p99 := lognormalQuantiles(overhead.MeanMS, overhead.StdMS)
+		if overhead.P50MS > 0 && overhead.P99MS >= overhead.P50MS {
+			med, p99 = overhead.P50MS, overhead.P99MS
+		}
 		out.Overhead.P50, out.Overhead.P99 = msDur(med), msDur(p99)
 	}
 	return out
