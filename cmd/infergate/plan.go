@@ -38,6 +38,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxInst := fs.Int("max-instances", planner.DefaultMaxInstances, "most instances a setting may use")
 	asJSON := fs.Bool("json", false, "print JSON: candidates and recommendation")
 	seed := fs.Uint64("seed", 1, "seed of arrivals and service times")
+	svg := fs.String("svg", "", "plot the cheapest SLO-meeting cost per 1k of each mode against load (1/8x to 4x --rate) to `file` (SVG)")
 	validate := fs.Bool("validate", false, "replay Poisson loads at 25%, 50% and 80% of the measured hybrid capacity against a real server and compare with the prediction")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,6 +75,31 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		PricePerInstanceHour: cfg.PricePerInstanceHour, MaxInstances: *maxInst})
 	if err != nil {
 		return err
+	}
+	if *svg != "" {
+		if wl.Pattern == planner.PatternTrace {
+			return fmt.Errorf("--svg plots cost against a rate: give --rate, not --trace")
+		}
+		rates := []float64{}
+		for _, f := range []float64{0.125, 0.25, 0.5, 1, 2, 4} {
+			rates = append(rates, f**rate)
+		}
+		curves, err := planner.CostVsLoad(ctx, planner.Request{Profile: prof, Workload: wl, SLO: slo, CostSensitivity: *sens,
+			PricePerInstanceHour: cfg.PricePerInstanceHour, MaxInstances: *maxInst}, rates)
+		if err != nil {
+			return err
+		}
+		f, err := os.Create(*svg)
+		if err != nil {
+			return err
+		}
+		err = planner.WriteCostSVG(f, fmt.Sprintf("%s, p99 SLO %s, %s arrivals (profile: %s)", *model, slo, wl.Pattern, source), rates, curves)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
