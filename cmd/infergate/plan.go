@@ -39,12 +39,13 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	asJSON := fs.Bool("json", false, "print JSON: candidates and recommendation")
 	seed := fs.Uint64("seed", 1, "seed of arrivals and service times")
 	svg := fs.String("svg", "", "plot the cheapest SLO-meeting cost per 1k of each mode against load (1/8x to 4x --rate) to `file` (SVG)")
+	url := fs.String("url", "", "with --validate: a running server with the same configuration, instead of one in this process")
 	validate := fs.Bool("validate", false, "replay Poisson loads at 25%, 50% and 80% of the measured hybrid capacity against a real server and compare with the prediction")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *validate {
-		return runPlanValidate(ctx, &sf, *model, *seed, *asJSON, stdout, stderr)
+		return runPlanValidate(ctx, &sf, *url, *model, *seed, *asJSON, stdout, stderr)
 	}
 	if (*rate <= 0) == (*tracePath == "") {
 		return fmt.Errorf("give --rate > 0 or --trace FILE")
@@ -217,11 +218,12 @@ type liveModel struct {
 // runPlanValidate replays Poisson loads at 25%, 50% and 80% of the
 // measured hybrid capacity against a real server (in this process, the
 // default configuration) and compares each with the planner's prediction
-// for the same arrivals and the server's settings, made twice: from a
+// for the same arrivals and the server's settings (or a server at target,
+// run with the same configuration), made twice: from a
 // profile of the runtime alone, measured first, and from the server's own
 // live latency model after its capacity run (batch latencies as they are
 // while HTTP handling shares the cores).
-func runPlanValidate(ctx context.Context, sf *serveFlags, model string, seed uint64, asJSON bool, stdout, stderr io.Writer) error {
+func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, seed uint64, asJSON bool, stdout, stderr io.Writer) error {
 	log, err := newLogger(stderr, "warn")
 	if err != nil {
 		return err
@@ -255,16 +257,19 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, model string, seed uin
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(ctx, cfg, models, log, rt)
-	if err != nil {
-		return err
+	url := target
+	if url == "" {
+		srv, err := startServer(ctx, cfg, models, log, rt)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = srv.Close(sctx)
+		}()
+		url = "http://" + srv.Addr()
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Close(sctx)
-	}()
-	url := "http://" + srv.Addr()
 	pol := m.Policies()[1] // normal: what the load generator sends
 	settings := planner.Settings{Mode: planner.ModeHybrid, Policy: string(pol.Kind), MaxBatchSize: pol.MaxBatchSize,
 		MaxQueueDelay: pol.MaxQueueDelay, BatchTimeout: pol.BatchTimeout, Instances: m.Instances}
