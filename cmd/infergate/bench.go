@@ -131,13 +131,8 @@ func benchPolicy(ctx context.Context, f *benchFlags, kind batching.Kind, stderr 
 		if models, err = resolveModels(cfg, &f.serve, log); err != nil {
 			return nil, err
 		}
-		for i := range models {
-			if models[i].Name == f.model {
-				target = &models[i]
-			}
-		}
-		if target == nil {
-			return nil, fmt.Errorf("model %q is not configured", f.model)
+		if target, err = findModel(models, f.model); err != nil {
+			return nil, err
 		}
 		pol, err := benchPolicyConfig(kind, f, slo, target.MaxBatchSize)
 		if err != nil {
@@ -170,16 +165,11 @@ func benchPolicy(ctx context.Context, f *benchFlags, kind batching.Kind, stderr 
 		}
 	}
 	if url == "" {
-		srv, err := startServer(ctx, cfg, models, log, rt)
-		if err != nil {
+		var stop func()
+		if url, stop, err = startLocal(ctx, cfg, models, log, rt); err != nil {
 			return nil, err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = srv.Close(sctx)
-		}()
-		url = "http://" + srv.Addr()
+		defer stop()
 		out["server"] = "in-process"
 	} else {
 		out["server"] = url
@@ -410,24 +400,7 @@ func measureRaw(ctx context.Context, rt backend.Runtime, m *config.Model, b int,
 }
 
 func benchRaw(ctx context.Context, f *benchFlags, stdout io.Writer, log *slog.Logger) error {
-	cfg, err := f.serve.load()
-	if err != nil {
-		return err
-	}
-	models, err := resolveModels(cfg, &f.serve, log)
-	if err != nil {
-		return err
-	}
-	var target *config.Model
-	for i := range models {
-		if models[i].Name == f.model {
-			target = &models[i]
-		}
-	}
-	if target == nil {
-		return fmt.Errorf("model %q is not configured", f.model)
-	}
-	rt, err := openRuntime(cfg, log)
+	_, target, rt, err := modelRuntime(&f.serve, f.model, log)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/internal/backend"
-	"github.com/infergate/infergate/internal/config"
 	"github.com/infergate/infergate/internal/engine"
 )
 
@@ -25,24 +24,7 @@ import (
 // beside an idle-priority loop that only spins (CPU and no memory traffic).
 // The first separates scheduling from cache and memory contention.
 func benchInterference(ctx context.Context, f *benchFlags, stdout io.Writer, log *slog.Logger) error {
-	cfg, err := f.serve.load()
-	if err != nil {
-		return err
-	}
-	models, err := resolveModels(cfg, &f.serve, log)
-	if err != nil {
-		return err
-	}
-	var m *config.Model
-	for i := range models {
-		if models[i].Name == f.model {
-			m = &models[i]
-		}
-	}
-	if m == nil {
-		return fmt.Errorf("model %q is not configured", f.model)
-	}
-	rt, err := openRuntime(cfg, log)
+	_, m, rt, err := modelRuntime(&f.serve, f.model, log)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/infergate/infergate"
 	"github.com/infergate/infergate/internal/batching"
 	"github.com/infergate/infergate/internal/cost"
 	"github.com/infergate/infergate/internal/loadgen"
@@ -45,27 +46,19 @@ func benchJob(ctx context.Context, f *benchFlags, stdout, stderr io.Writer, log 
 	if err != nil {
 		return err
 	}
-	var target = -1
-	for i := range models {
-		if models[i].Name == f.model {
-			target = i
-		}
-	}
-	if target < 0 {
-		return fmt.Errorf("model %q is not configured", f.model)
+	target, err := findModel(models, f.model)
+	if err != nil {
+		return err
 	}
 	rt, err := openRuntime(cfg, log)
 	if err != nil {
 		return err
 	}
 	out["runtime"] = rt.Name()
-	bulkMax := models[target].Classes["bulk"].MaxBatchSize
-	if bulkMax == 0 {
-		bulkMax = min(64, models[target].MaxBatchSize)
-	}
+	bulkMax := target.Policies()[infergate.ClassBulk].MaxBatchSize
 
 	// 1. The runtime alone at the bulk batch size.
-	raw, err := measureRaw(ctx, rt, &models[target], bulkMax, f.duration)
+	raw, err := measureRaw(ctx, rt, target, bulkMax, f.duration)
 	if err != nil {
 		return err
 	}
@@ -88,16 +81,11 @@ func benchJob(ctx context.Context, f *benchFlags, stdout, stderr io.Writer, log 
 	// The server under test.
 	url := f.url
 	if url == "" {
-		srv, err := startServer(ctx, cfg, models, log, rt)
-		if err != nil {
+		var stop func()
+		if url, stop, err = startLocal(ctx, cfg, models, log, rt); err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			_ = srv.Close(sctx)
-		}()
-		url = "http://" + srv.Addr()
+		defer stop()
 		out["server"] = "in-process"
 	} else {
 		out["server"] = url
@@ -373,20 +361,8 @@ func writeJobFile(ctx context.Context, c *batchClient, path, model string, n int
 }
 
 func costReport(ctx context.Context, url string) (*cost.Report, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/cost", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /v1/cost: HTTP %d", resp.StatusCode)
-	}
 	var rep cost.Report
-	return &rep, json.NewDecoder(resp.Body).Decode(&rep)
+	return &rep, getJSON(ctx, url+"/v1/cost", &rep)
 }
 
 // lineDelta sums the ledger lines of model and class between two reports

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"text/tabwriter"
@@ -139,14 +138,9 @@ func loadOrMeasureProfile(ctx context.Context, sf *serveFlags, cfg config.Config
 	if err != nil {
 		return nil, "", err
 	}
-	var m *config.Model
-	for i := range models {
-		if models[i].Name == name {
-			m = &models[i]
-		}
-	}
-	if m == nil {
-		return nil, "", fmt.Errorf("model %q is not configured", name)
+	m, err := findModel(models, name)
+	if err != nil {
+		return nil, "", err
 	}
 	var points []profile.Point
 	source := path
@@ -247,11 +241,9 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 	if err != nil {
 		return err
 	}
-	var m config.Model
-	for _, mm := range models {
-		if mm.Name == model {
-			m = mm
-		}
+	m, err := findModel(models, model)
+	if err != nil {
+		return err
 	}
 	rt, err := openRuntime(cfg, log)
 	if err != nil {
@@ -259,16 +251,11 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 	}
 	url := target
 	if url == "" {
-		srv, err := startServer(ctx, cfg, models, log, rt)
-		if err != nil {
+		var stop func()
+		if url, stop, err = startLocal(ctx, cfg, models, log, rt); err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = srv.Close(sctx)
-		}()
-		url = "http://" + srv.Addr()
+		defer stop()
 	}
 	pol := m.Policies()[1] // normal: what the load generator sends
 	settings := planner.Settings{Mode: planner.ModeHybrid, Policy: string(pol.Kind), MaxBatchSize: pol.MaxBatchSize,
@@ -354,17 +341,8 @@ func runLoad(ctx context.Context, url, model string, rate float64, concurrency i
 
 // fetchLive reads the server's live latency model.
 func fetchLive(ctx context.Context, url, model string) (*liveModel, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/models/"+model+"/profile", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var body liveModel
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	if err := getJSON(ctx, url+"/v1/models/"+model+"/profile", &body); err != nil {
 		return nil, err
 	}
 	if len(body.Points) == 0 {

@@ -49,24 +49,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	cfg, err := sf.load()
-	if err != nil {
-		return err
-	}
-	models, err := resolveModels(cfg, &sf, log)
-	if err != nil {
-		return err
-	}
-	var m *config.Model
-	for i := range models {
-		if models[i].Name == *model {
-			m = &models[i]
-		}
-	}
-	if m == nil {
-		return fmt.Errorf("model %q is not configured", *model)
-	}
-	rt, err := openRuntime(cfg, log)
+	cfg, m, rt, err := modelRuntime(&sf, *model, log)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -193,6 +194,66 @@ func resolveModels(cfg config.Config, f *serveFlags, log *slog.Logger) ([]config
 		seen[models[i].Name] = true
 	}
 	return models, nil
+}
+
+// findModel returns the model called name among models.
+func findModel(models []config.Model, name string) (*config.Model, error) {
+	for i := range models {
+		if models[i].Name == name {
+			return &models[i], nil
+		}
+	}
+	return nil, fmt.Errorf("model %q is not configured", name)
+}
+
+// modelRuntime loads the configuration, resolves the models and opens
+// the runtime: what every measuring command needs for model name.
+func modelRuntime(sf *serveFlags, name string, log *slog.Logger) (config.Config, *config.Model, backend.Runtime, error) {
+	cfg, err := sf.load()
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	models, err := resolveModels(cfg, sf, log)
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	m, err := findModel(models, name)
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	rt, err := openRuntime(cfg, log)
+	return cfg, m, rt, err
+}
+
+// getJSON decodes the JSON answer of GET url into out.
+func getJSON(ctx context.Context, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// startLocal starts a server in this process for a measurement and returns
+// its base URL and the function that stops it.
+func startLocal(ctx context.Context, cfg config.Config, models []config.Model, log *slog.Logger, rt backend.Runtime) (string, func(), error) {
+	srv, err := startServer(ctx, cfg, models, log, rt)
+	if err != nil {
+		return "", nil, err
+	}
+	return "http://" + srv.Addr(), func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = srv.Close(sctx)
+	}, nil
 }
 
 // openRuntime picks the model runtime: ONNX Runtime when it loads, else the

@@ -25,22 +25,8 @@ func (t *timedSession) RunTimed(ctx context.Context, in []infergate.Tensor) ([]i
 
 func newBulkSched(t *testing.T, cfg Config, regular, bulk []Executor) *Scheduler {
 	t.Helper()
-	if cfg.Model == "" {
-		cfg.Model = "m"
-	}
-	if cfg.MaxBatchSize == 0 {
-		cfg.MaxBatchSize = 8
-	}
-	s := New(cfg)
-	s.Start(regular...)
+	s := newSched(t, cfg, regular...)
 	s.StartBulk(bulk...)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
 	return s
 }
 
