@@ -50,7 +50,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var f benchFlags
 	f.serve.register(fs)
 	fs.StringVar(&f.model, "model", "mlp", "model name")
-	fs.StringVar(&f.policies, "policy", "hybrid", "batching policy of the normal class: single, time, size, hybrid, or a comma list to compare")
+	fs.StringVar(&f.policies, "policy", "hybrid", "batching policy of the normal class: single, time, size, hybrid, adaptive, or a comma list to compare")
 	fs.StringVar(&f.url, "url", "", "target a running server at this base URL instead of starting one in-process")
 	fs.Float64Var(&f.rate, "rate", 200, "Poisson arrival rate, requests/s")
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "measured window per run")
@@ -65,7 +65,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.batches, "batch", "1,2,4,8,16,32,64", "batch size(s) for --raw, comma-separated")
 	fs.StringVar(&f.payload, "payload", "binary", "tensor encoding: json or binary")
 	fs.StringVar(&f.mix, "mix", "", "class mix, e.g. urgent=0.1,normal=0.6,bulk=0.3 (default all normal)")
-	fs.DurationVar(&f.maxQueueDelay, "max-queue-delay", 5*time.Millisecond, "hybrid policy's max queue delay")
+	fs.DurationVar(&f.maxQueueDelay, "max-queue-delay", 5*time.Millisecond, "hybrid and adaptive policies' max queue delay")
 	fs.DurationVar(&f.batchTimeout, "batch-timeout", 5*time.Millisecond, "time policy's period")
 	fs.IntVar(&f.policyMaxBatch, "policy-max-batch", 32, "max batch size of the normal class")
 	fs.IntVar(&f.queueSize, "queue", 512, "max queue size of the normal class")
@@ -224,11 +224,11 @@ func benchPolicyConfig(kind batching.Kind, f *benchFlags, slo time.Duration, mod
 		p.MaxBatchSize, p.Mode = 1, infergate.ModeRealtime
 	case batching.Time:
 		p.BatchTimeout = f.batchTimeout
-	case batching.Hybrid:
+	case batching.Hybrid, batching.Adaptive:
 		p.MaxQueueDelay = f.maxQueueDelay
 	case batching.Size:
 	default:
-		return p, fmt.Errorf("--policy %q: want single, time, size or hybrid", kind)
+		return p, fmt.Errorf("--policy %q: want single, time, size, hybrid or adaptive", kind)
 	}
 	return p, p.Validate(modelMax)
 }

@@ -262,6 +262,8 @@ func (s *Scheduler) readyLocked(c infergate.Class, now time.Time) (bool, time.Ti
 			return true, time.Time{}
 		}
 		return false, earliest(fireBy, s.nextTick[c])
+	case Adaptive:
+		return s.adaptiveReadyLocked(c, now)
 	default: // Hybrid
 		if q.items >= p.MaxBatchSize {
 			return true, time.Time{}
@@ -491,4 +493,37 @@ type nopRecorder struct{}
 
 func (nopRecorder) RecordBatch(string, *BatchInfo) {}
 func (nopRecorder) RecordRequest(string, infergate.Class, Outcome, time.Duration, time.Duration) {
+}
+
+// adaptiveReadyLocked is the Adaptive policy's readiness: see Adaptive.
+func (s *Scheduler) adaptiveReadyLocked(c infergate.Class, now time.Time) (bool, time.Time) {
+	q, p := &s.q[c], &s.pol[c]
+	if q.items >= p.MaxBatchSize {
+		return true, time.Time{}
+	}
+	by := q.front().enq.Add(p.MaxQueueDelay)
+	n, tight := 0, time.Time{}
+	for i := 0; i < q.len() && n < p.MaxBatchSize; i++ {
+		r := q.at(i)
+		n += r.items
+		if !r.deadline.IsZero() && (tight.IsZero() || r.deadline.Before(tight)) {
+			tight = r.deadline
+		}
+	}
+	if !tight.IsZero() && p.TimeoutAction == Reject {
+		if est, ok := s.lat.Estimate(min(n+1, p.MaxBatchSize)); ok {
+			// The same margin for timer and dispatch delays as the
+			// other policies' deadline pressure.
+			by = earliest(by, tight.Add(-est-est/4-time.Millisecond))
+		}
+	}
+	if !now.Before(by) {
+		return true, time.Time{}
+	}
+	// Arrivals are taken as Poisson at the measured rate: the next one is
+	// expected a mean gap from now, whenever the last came.
+	if gap := s.arrivalGap[c]; gap > 0 && now.Add(time.Duration(gap*float64(time.Second))).After(by) {
+		return true, time.Time{}
+	}
+	return false, by
 }

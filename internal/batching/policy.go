@@ -22,6 +22,13 @@ const (
 	// Hybrid fires when MaxBatchSize items are queued or the oldest request
 	// has waited MaxQueueDelay (Triton's dynamic batcher).
 	Hybrid Kind = "hybrid"
+	// Adaptive waits for more requests only while waiting pays: it fires
+	// at MaxBatchSize; when the tightest deadline in the forming batch,
+	// less the measured execution time of a batch one item larger (the
+	// live latency model), leaves no slack; or when, at the class's
+	// measured arrival rate, the next request is not expected before that
+	// point or before the oldest has waited MaxQueueDelay, its bound.
+	Adaptive Kind = "adaptive"
 )
 
 // TimeoutAction says what happens to a request whose timeout passes while
@@ -73,12 +80,16 @@ func (p *Policy) Validate(modelMax int) error {
 			return fmt.Errorf("policy size needs default_timeout > 0 and timeout_action reject, so that a partial batch still fires")
 		}
 	case Single, Hybrid:
+	case Adaptive:
+		if p.MaxQueueDelay <= 0 {
+			return fmt.Errorf("policy adaptive needs max_queue_delay > 0, the longest the oldest request may wait")
+		}
 	case Time:
 		if p.BatchTimeout <= 0 {
 			return fmt.Errorf("batch_timeout must be > 0 for policy time")
 		}
 	default:
-		return fmt.Errorf("policy %q: want single, size, time or hybrid", p.Kind)
+		return fmt.Errorf("policy %q: want single, size, time, hybrid or adaptive", p.Kind)
 	}
 	if p.MaxBatchSize < 0 || (modelMax > 0 && p.MaxBatchSize > modelMax) {
 		return fmt.Errorf("max_batch_size %d: want 1..%d", p.MaxBatchSize, modelMax)

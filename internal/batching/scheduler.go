@@ -148,6 +148,11 @@ type Scheduler struct {
 	regBusyAt time.Time
 	// lastRealtime is when the last urgent or normal request arrived.
 	lastRealtime time.Time
+	// lastArrival and arrivalGap are, per class, when the last request
+	// arrived and the moving mean of the gaps between arrivals (seconds;
+	// 0: not measured), which the adaptive policy reads.
+	lastArrival [infergate.NumClasses]time.Time
+	arrivalGap  [infergate.NumClasses]float64
 
 	kick     chan struct{}
 	kickBulk chan struct{}
@@ -248,6 +253,10 @@ func (s *Scheduler) BulkShare() float64 {
 	defer s.mu.Unlock()
 	return s.bulkShare
 }
+
+// arrivalAlpha is the weight of a new gap in the moving mean of a class's
+// inter-arrival gaps.
+const arrivalAlpha = 0.05
 
 // regBusyHalfLife is the half-life of the regular workers' busy-time
 // accounts that the bulk share is measured on.
@@ -425,6 +434,15 @@ func (s *Scheduler) admit(r *request) (bulkLane bool, err error) {
 	if c != infergate.ClassBulk {
 		s.lastRealtime = r.enq
 	}
+	if last := s.lastArrival[c]; !last.IsZero() {
+		gap := max(r.enq.Sub(last).Seconds(), 0)
+		if s.arrivalGap[c] == 0 {
+			s.arrivalGap[c] = gap
+		} else {
+			s.arrivalGap[c] += arrivalAlpha * (gap - s.arrivalGap[c])
+		}
+	}
+	s.lastArrival[c] = r.enq
 	return bulkLane, nil
 }
 
