@@ -43,9 +43,9 @@ func TestAdaptiveReadiness(t *testing.T) {
 			for range tt.queued {
 				queueDirect(s, c, now.Add(-tt.age))
 				if tt.deadline > 0 {
-					s.q[c].at(s.q[c].len()-1).deadline = now.Add(tt.deadline)
+					s.q[c].at(s.q[c].len() - 1).deadline = now.Add(tt.deadline)
 				} else {
-					s.q[c].at(s.q[c].len()-1).deadline = time.Time{}
+					s.q[c].at(s.q[c].len() - 1).deadline = time.Time{}
 				}
 			}
 			s.arrivalGap[c] = tt.gap.Seconds()
