@@ -512,10 +512,15 @@ func (s *Scheduler) worker(id int, e Executor, bulkOnly bool) {
 	}
 	ctx := context.Background()
 	var b batch
+	var dueAt time.Time // when the timer that woke this worker was due
 	for {
 		s.mu.Lock()
 		now := s.clock.Now()
 		wake := s.formLocked(now, &b, bulkOnly)
+		if !dueAt.IsZero() && len(b.reqs) > 0 {
+			s.lat.ObserveDispatch(s.clock.Now().Sub(dueAt))
+		}
+		dueAt = time.Time{}
 		nBulk := s.q[infergate.ClassBulk].len()
 		closedEmpty := s.closed && (s.total == 0 || (bulkOnly && nBulk == 0))
 		more := s.total > nBulk || (nBulk > 0 && (s.bulkWorkers == 0 || s.bulkShare > 0))
@@ -547,6 +552,7 @@ func (s *Scheduler) worker(id int, e Executor, bulkOnly bool) {
 		select {
 		case <-kick:
 		case <-timerC:
+			dueAt = wake
 		case <-s.stop:
 			// Closed: formLocked now flushes every queue regardless of
 			// policy, and the worker returns once they are empty.

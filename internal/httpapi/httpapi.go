@@ -187,7 +187,7 @@ func (s *Server) profile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lat := m.Sched.Latency()
-	writeJSON(w, 200, map[string]any{"model": m.Info.Name, "points": lat.Points(), "overhead": lat.Overhead()})
+	writeJSON(w, 200, map[string]any{"model": m.Info.Name, "points": lat.Points(), "overhead": lat.Overhead(), "dispatch": lat.Dispatch()})
 }
 
 func (s *Server) getBuf() *bytes.Buffer {

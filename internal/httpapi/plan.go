@@ -101,7 +101,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lat := m.Sched.Latency()
-	prof := planner.FromLive(m.Info.Name, m.Instances(), lat.Points(), lat.Overhead())
+	prof := planner.FromLive(m.Info.Name, m.Instances(), lat.Points(), lat.Overhead(), lat.Dispatch())
 	if len(prof.Points) == 0 {
 		writeError(w, s.log, infergate.Errorf(infergate.EUnprocess, "model %s has no measured batch latency yet", m.Info.Name))
 		return

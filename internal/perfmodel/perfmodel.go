@@ -70,6 +70,7 @@ type Model struct {
 	stats    map[int]*stat
 	sizes    []int // sorted keys of stats
 	overhead stat  // per request, outside the scheduler
+	dispatch stat  // per timer-fired batch: its start after the time it was due
 }
 
 // New returns an empty model.
@@ -132,6 +133,25 @@ func (m *Model) ObserveOverhead(d time.Duration) {
 	m.overhead.add(d.Seconds())
 }
 
+// ObserveDispatch records how late a batch started after the moment the
+// scheduler's timer was due to fire it (timer and goroutine wake-up, lock,
+// formation): time in which the batch is ready but no worker runs it.
+func (m *Model) ObserveDispatch(d time.Duration) {
+	if d < 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dispatch.add(d.Seconds())
+}
+
+// Dispatch returns the measured dispatch delay (Count 0: none yet).
+func (m *Model) Dispatch() Overhead {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.dispatch.summary()
+}
+
 // Overhead is the per-request overhead measured by ObserveOverhead.
 type Overhead struct {
 	Count  int64   `json:"count"`
@@ -146,9 +166,12 @@ type Overhead struct {
 func (m *Model) Overhead() Overhead {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	p50, p99 := m.overhead.quantiles()
-	return Overhead{Count: m.overhead.count, MeanMS: m.overhead.ewma * 1e3, StdMS: math.Sqrt(max(m.overhead.ewvar, 0)) * 1e3,
-		P50MS: p50 * 1e3, P99MS: p99 * 1e3}
+	return m.overhead.summary()
+}
+
+func (st *stat) summary() Overhead {
+	p50, p99 := st.quantiles()
+	return Overhead{Count: st.count, MeanMS: st.ewma * 1e3, StdMS: math.Sqrt(max(st.ewvar, 0)) * 1e3, P50MS: p50 * 1e3, P99MS: p99 * 1e3}
 }
 
 // Estimate returns the expected execution time of a batch of n items. Sizes

@@ -15,7 +15,7 @@ import (
 // observations; without them (an older server), a lognormal with the
 // measured mean and standard deviation.
 // instances is the number of instances that ran concurrently.
-func FromLive(model string, instances int, points []perfmodel.Point, overhead perfmodel.Overhead) *Profile {
+func FromLive(model string, instances int, points []perfmodel.Point, overhead, dispatch perfmodel.Overhead) *Profile {
 	out := &Profile{Model: model}
 	for _, p := range points {
 		if p.MeanMS <= 0 {
@@ -28,14 +28,22 @@ func FromLive(model string, instances int, points []perfmodel.Point, overhead pe
 		out.Points = append(out.Points, Point{BatchSize: p.BatchSize, Instances: max(instances, 1), Threads: 1,
 			P50: msDur(med), P99: msDur(p99), ItemsPerSec: float64(max(instances, 1)*p.BatchSize) / (p.MeanMS / 1e3)})
 	}
-	if overhead.Count > 0 && overhead.MeanMS > 0 {
-		med, p99 := lognormalQuantiles(overhead.MeanMS, overhead.StdMS)
-		if overhead.P50MS > 0 && overhead.P99MS >= overhead.P50MS {
-			med, p99 = overhead.P50MS, overhead.P99MS
-		}
-		out.Overhead.P50, out.Overhead.P99 = msDur(med), msDur(p99)
-	}
+	out.Overhead.P50, out.Overhead.P99 = quantilesOf(overhead)
+	out.Dispatch.P50, out.Dispatch.P99 = quantilesOf(dispatch)
 	return out
+}
+
+// quantilesOf is a measured delay's median and 99th percentile: measured
+// quantiles, or else a lognormal with its mean and deviation.
+func quantilesOf(o perfmodel.Overhead) (p50, p99 time.Duration) {
+	if o.Count == 0 || o.MeanMS <= 0 {
+		return 0, 0
+	}
+	med, q99 := lognormalQuantiles(o.MeanMS, o.StdMS)
+	if o.P50MS > 0 && o.P99MS >= o.P50MS {
+		med, q99 = o.P50MS, o.P99MS
+	}
+	return msDur(med), msDur(q99)
 }
 
 // lognormalQuantiles are the median and 99th percentile of the lognormal

@@ -33,6 +33,11 @@ type Profile struct {
 	// simulation adds a sample of it (lognormal with this median and 99th
 	// percentile) to each request's latency. It does not hold a worker.
 	Overhead struct{ P50, P99 time.Duration }
+	// Dispatch is how late a batch starts after it is due (timer and
+	// wake-up delays), as the server measures it; zero for a profile of
+	// the runtime alone. The simulation adds a sample of it to each
+	// batch's time on its instance.
+	Dispatch struct{ P50, P99 time.Duration }
 }
 
 // Validate checks that p has points of one configuration, sorted by

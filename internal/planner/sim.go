@@ -263,10 +263,19 @@ type service struct {
 	p50   []float64 // nanoseconds
 	sigma []float64
 	mean  []time.Duration
+	// dispP50 and dispSigma: the lognormal dispatch delay (see
+	// Profile.Dispatch), nanoseconds.
+	dispP50, dispSigma float64
 }
 
 func newService(p *Profile, maxBatch int) *service {
 	sv := &service{p50: make([]float64, maxBatch+1), sigma: make([]float64, maxBatch+1), mean: make([]time.Duration, maxBatch+1)}
+	if d := p.Dispatch; d.P50 > 0 {
+		sv.dispP50 = float64(d.P50)
+		if d.P99 > d.P50 {
+			sv.dispSigma = math.Log(float64(d.P99)/float64(d.P50)) / z99
+		}
+	}
 	for n := 1; n <= maxBatch; n++ {
 		p50, p99 := p.Latency(n)
 		sv.p50[n] = float64(p50)
@@ -276,6 +285,15 @@ func newService(p *Profile, maxBatch int) *service {
 		sv.mean[n] = time.Duration(sv.p50[n] * math.Exp(sv.sigma[n]*sv.sigma[n]/2))
 	}
 	return sv
+}
+
+// dispatch draws how late a batch starts after it is due (0 without a
+// measured dispatch delay).
+func (sv *service) dispatch(rng *rand.Rand) time.Duration {
+	if sv.dispP50 == 0 {
+		return 0
+	}
+	return time.Duration(sv.dispP50 * math.Exp(sv.dispSigma*rng.NormFloat64()))
 }
 
 // sample draws the execution time of a batch of n.
@@ -388,7 +406,9 @@ func simulateOnline(p *Profile, arr []time.Duration, s Settings, slo time.Durati
 				nextTick += ((now-nextTick)/s.BatchTimeout + 1) * s.BatchTimeout
 			}
 			d := sv.sample(k, rng)
-			done := now + d
+			// The batch starts after the measured dispatch delay; the
+			// instance is taken meanwhile but not busy.
+			done := now + sv.dispatch(rng) + d
 			for i := qh; i < qh+k; i++ {
 				lat[i] = done - arr[i]
 			}

@@ -394,7 +394,7 @@ func TestOverheadAddsToLatencyOnly(t *testing.T) {
 
 func TestFromLive(t *testing.T) {
 	p := FromLive("m", 2, []perfmodel.Point{{BatchSize: 1, MeanMS: 2}, {BatchSize: 8, MeanMS: 4, StdMS: 1}, {BatchSize: 9}},
-		perfmodel.Overhead{Count: 10, MeanMS: 1, StdMS: 0.5})
+		perfmodel.Overhead{Count: 10, MeanMS: 1, StdMS: 0.5}, perfmodel.Overhead{Count: 4, MeanMS: 0.2, P50MS: 0.1, P99MS: 0.9})
 	if len(p.Points) != 2 || p.Validate() != nil {
 		t.Fatalf("points %+v: %v", p.Points, p.Validate())
 	}
@@ -408,5 +408,21 @@ func TestFromLive(t *testing.T) {
 	}
 	if p.Overhead.P50 <= 0 || p.Overhead.P99 <= p.Overhead.P50 {
 		t.Errorf("overhead %+v", p.Overhead)
+	}
+	// Measured quantiles win over the moments.
+	if p.Dispatch.P50 != 100*time.Microsecond || p.Dispatch.P99 != 900*time.Microsecond {
+		t.Errorf("dispatch %+v", p.Dispatch)
+	}
+}
+
+func TestDispatchDelaysBatchesNotBusyTime(t *testing.T) {
+	p := &Profile{Points: []Point{{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond}}}
+	arr := []time.Duration{0, 10 * time.Millisecond}
+	s := Settings{Mode: ModeRealtime, Policy: PolicySingle, Instances: 1}
+	base := Simulate(p, arr, s, 0, 1, 1)
+	p.Dispatch.P50, p.Dispatch.P99 = 500*time.Microsecond, 500*time.Microsecond
+	with := Simulate(p, arr, s, 0, 1, 1)
+	if with.P50-base.P50 != 500*time.Microsecond || with.Busy != base.Busy {
+		t.Errorf("p50 %v -> %v, busy %v -> %v: want +0.5 ms and the same busy time", base.P50, with.P50, base.Busy, with.Busy)
 	}
 }
