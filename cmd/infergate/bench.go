@@ -50,7 +50,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var f benchFlags
 	f.serve.register(fs)
 	fs.StringVar(&f.model, "model", "mlp", "model name")
-	fs.StringVar(&f.policies, "policy", "hybrid", "batching policy of the normal class: single, time, size, hybrid, adaptive, or a comma list to compare")
+	fs.StringVar(&f.policies, "policy", "hybrid", "batching policy of the normal class: single, time, size, hybrid, adaptive, aimd, or a comma list to compare")
 	fs.StringVar(&f.url, "url", "", "target a running server at this base URL instead of starting one in-process")
 	fs.Float64Var(&f.rate, "rate", 200, "Poisson arrival rate, requests/s")
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "measured window per run")
@@ -224,11 +224,11 @@ func benchPolicyConfig(kind batching.Kind, f *benchFlags, slo time.Duration, mod
 		p.MaxBatchSize, p.Mode = 1, infergate.ModeRealtime
 	case batching.Time:
 		p.BatchTimeout = f.batchTimeout
-	case batching.Hybrid, batching.Adaptive:
+	case batching.Hybrid, batching.Adaptive, batching.AIMD:
 		p.MaxQueueDelay = f.maxQueueDelay
 	case batching.Size:
 	default:
-		return p, fmt.Errorf("--policy %q: want single, time, size, hybrid or adaptive", kind)
+		return p, fmt.Errorf("--policy %q: want single, time, size, hybrid, adaptive or aimd", kind)
 	}
 	return p, p.Validate(modelMax)
 }

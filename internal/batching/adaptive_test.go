@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/backend/fake"
 	"github.com/infergate/infergate/internal/perfmodel"
 )
 
@@ -76,5 +77,64 @@ func TestArrivalGapIsMeasured(t *testing.T) {
 	}
 	if s.arrivalGap[infergate.ClassUrgent] != 0 {
 		t.Errorf("urgent gap measured without urgent arrivals")
+	}
+}
+
+func TestAIMDController(t *testing.T) {
+	s := New(Config{Model: "m", MaxBatchSize: 32, Policies: policies(Policy{Kind: AIMD, MaxBatchSize: 32, MaxQueueDelay: time.Millisecond,
+		DefaultTimeout: 100 * time.Millisecond, TargetLatency: 10 * time.Millisecond})})
+	c := infergate.ClassNormal
+	if got := s.BatchLimit(c); got != 8 {
+		t.Fatalf("starts at %d, want a quarter of 32", got)
+	}
+	steps := []struct {
+		latency time.Duration
+		want    int
+	}{
+		{5 * time.Millisecond, 9},   // within the target: +1
+		{10 * time.Millisecond, 10}, // at the target: +1
+		{11 * time.Millisecond, 5},  // a miss: halve
+		{50 * time.Millisecond, 2},
+		{50 * time.Millisecond, 1},
+		{50 * time.Millisecond, 1}, // never below 1
+	}
+	for i, st := range steps {
+		s.mu.Lock()
+		s.aimdLocked(c, st.latency)
+		s.mu.Unlock()
+		if got := s.BatchLimit(c); got != st.want {
+			t.Fatalf("step %d (%v): limit %d, want %d", i, st.latency, got, st.want)
+		}
+	}
+	for range 100 {
+		s.mu.Lock()
+		s.aimdLocked(c, time.Millisecond)
+		s.mu.Unlock()
+	}
+	if got := s.BatchLimit(c); got != 32 {
+		t.Errorf("after a long good run the limit is %d, want the policy's 32", got)
+	}
+	// The limit is what batches are formed at.
+	s.aimdMax[c] = 3
+	now := time.Unix(1000, 0)
+	for range 5 {
+		queueDirect(s, c, now)
+	}
+	var b batch
+	s.formLocked(now, &b, false)
+	if b.items != 3 {
+		t.Errorf("formed %d items, want the AIMD limit 3", b.items)
+	}
+}
+
+func TestAIMDLearnsFromExecutedBatches(t *testing.T) {
+	// A backend whose batches take 2 ms per item: under a 12 ms target the
+	// limit settles where a batch's latency crosses the target.
+	sess := &fake.Session{Latency: func(n int) time.Duration { return time.Duration(n) * 2 * time.Millisecond }}
+	pol := Policy{Kind: AIMD, MaxBatchSize: 16, MaxQueueDelay: time.Millisecond, DefaultTimeout: time.Second, TargetLatency: 12 * time.Millisecond}
+	s := newSched(t, Config{MaxBatchSize: 16, Policies: policies(pol)}, sess)
+	submitMany(t, s, infergate.ClassNormal, 200)
+	if got := s.BatchLimit(infergate.ClassNormal); got < 1 || got > 8 {
+		t.Errorf("limit %d after 200 requests, want at most 8 (a batch of 6 already takes 12 ms)", got)
 	}
 }

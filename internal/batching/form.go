@@ -72,9 +72,10 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 	for _, rc := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
 		ready, at := s.readyLocked(rc, now)
 		if ready {
-			s.takeLocked(rc, now, b, s.pol[rc].MaxBatchSize)
-			if s.pol[rc].FillWithBulk && b.items < s.pol[rc].MaxBatchSize {
-				s.fillLocked(c, now, b, s.spareSlotsLocked(b.items, s.pol[rc].MaxBatchSize))
+			lim := s.limitLocked(rc)
+			s.takeLocked(rc, now, b, lim)
+			if s.pol[rc].FillWithBulk && b.items < lim {
+				s.fillLocked(c, now, b, s.spareSlotsLocked(b.items, lim))
 			}
 			return time.Time{}
 		}
@@ -264,6 +265,15 @@ func (s *Scheduler) readyLocked(c infergate.Class, now time.Time) (bool, time.Ti
 		return false, earliest(fireBy, s.nextTick[c])
 	case Adaptive:
 		return s.adaptiveReadyLocked(c, now)
+	case AIMD:
+		if q.items >= s.aimdMax[c] {
+			return true, time.Time{}
+		}
+		due := q.front().enq.Add(p.MaxQueueDelay)
+		if !now.Before(due) {
+			return true, time.Time{}
+		}
+		return false, earliest(fireBy, due)
 	default: // Hybrid
 		if q.items >= p.MaxBatchSize {
 			return true, time.Time{}
@@ -372,6 +382,10 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 		}
 		s.mu.Lock()
 		s.addRegBusyLocked(end, onlyBulk, wall)
+		// AIMD feedback: the oldest request of the batch's class.
+		if c := b.reqs[0].class; s.pol[c].Kind == AIMD && err == nil {
+			s.aimdLocked(c, end.Sub(b.reqs[0].enq))
+		}
 		s.mu.Unlock()
 	}
 	if err == nil {

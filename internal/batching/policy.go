@@ -29,6 +29,12 @@ const (
 	// measured arrival rate, the next request is not expected before that
 	// point or before the oldest has waited MaxQueueDelay, its bound.
 	Adaptive Kind = "adaptive"
+	// AIMD is Hybrid with a maximum batch size that a controller tunes
+	// online, as Clipper does: after each batch of the class, one more
+	// item while the oldest request's latency (queue and execution) stays
+	// within TargetLatency, half as many after a miss; between 1 and
+	// MaxBatchSize.
+	AIMD Kind = "aimd"
 )
 
 // TimeoutAction says what happens to a request whose timeout passes while
@@ -66,6 +72,9 @@ type Policy struct {
 	TimeoutAction TimeoutAction `yaml:"timeout_action" json:"timeout_action"`
 	// FillWithBulk lets bulk items take this class's spare batch slots.
 	FillWithBulk bool `yaml:"fill_with_bulk" json:"fill_with_bulk"`
+	// TargetLatency is the latency the AIMD policy keeps the oldest request
+	// of each batch within. Optional. Defaults to DefaultTimeout.
+	TargetLatency time.Duration `yaml:"target_latency" json:"target_latency,omitempty"`
 	// Mode is the serving mode the class's requests are accounted under.
 	Mode infergate.Mode `yaml:"mode" json:"mode"`
 }
@@ -80,6 +89,13 @@ func (p *Policy) Validate(modelMax int) error {
 			return fmt.Errorf("policy size needs default_timeout > 0 and timeout_action reject, so that a partial batch still fires")
 		}
 	case Single, Hybrid:
+	case AIMD:
+		if p.TargetLatency <= 0 && p.DefaultTimeout <= 0 {
+			return fmt.Errorf("policy aimd needs target_latency (or default_timeout) > 0")
+		}
+		if p.MaxQueueDelay < 0 {
+			return fmt.Errorf("max_queue_delay must be >= 0")
+		}
 	case Adaptive:
 		if p.MaxQueueDelay <= 0 {
 			return fmt.Errorf("policy adaptive needs max_queue_delay > 0, the longest the oldest request may wait")
@@ -89,7 +105,7 @@ func (p *Policy) Validate(modelMax int) error {
 			return fmt.Errorf("batch_timeout must be > 0 for policy time")
 		}
 	default:
-		return fmt.Errorf("policy %q: want single, size, time, hybrid or adaptive", p.Kind)
+		return fmt.Errorf("policy %q: want single, size, time, hybrid, adaptive or aimd", p.Kind)
 	}
 	if p.MaxBatchSize < 0 || (modelMax > 0 && p.MaxBatchSize > modelMax) {
 		return fmt.Errorf("max_batch_size %d: want 1..%d", p.MaxBatchSize, modelMax)
@@ -131,6 +147,9 @@ func (p Policy) withDefaults(c infergate.Class, modelMax int) Policy {
 	}
 	if p.TimeoutAction == "" {
 		p.TimeoutAction = Reject
+	}
+	if p.Kind == AIMD && p.TargetLatency == 0 {
+		p.TargetLatency = p.DefaultTimeout
 	}
 	if p.Mode == "" {
 		p.Mode = c.DefaultMode()

@@ -153,6 +153,9 @@ type Scheduler struct {
 	// 0: not measured), which the adaptive policy reads.
 	lastArrival [infergate.NumClasses]time.Time
 	arrivalGap  [infergate.NumClasses]float64
+	// aimdMax is, per AIMD class, the maximum batch size the controller
+	// has set.
+	aimdMax [infergate.NumClasses]int
 
 	kick     chan struct{}
 	kickBulk chan struct{}
@@ -188,6 +191,8 @@ func New(cfg Config) *Scheduler {
 		if s.pol[c].Kind == Time {
 			s.nextTick[c] = now.Add(s.pol[c].BatchTimeout)
 		}
+		// AIMD starts at a quarter of the maximum and finds its way.
+		s.aimdMax[c] = max(s.pol[c].MaxBatchSize/4, 1)
 		sum += s.pol[c].MaxQueueSize
 	}
 	s.maxTotal = cfg.MaxTotalQueue
@@ -245,6 +250,31 @@ func (s *Scheduler) SetBulkShare(share float64) {
 	s.mu.Unlock()
 	signal(s.kick)
 	signal(s.kickBulk)
+}
+
+// BatchLimit returns the largest batch class c forms now: its policy's
+// maximum, or the AIMD controller's current one.
+func (s *Scheduler) BatchLimit(c infergate.Class) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limitLocked(c)
+}
+
+func (s *Scheduler) limitLocked(c infergate.Class) int {
+	if s.pol[c].Kind == AIMD {
+		return s.aimdMax[c]
+	}
+	return s.pol[c].MaxBatchSize
+}
+
+// aimdLocked adjusts class c's AIMD maximum after a batch whose oldest
+// request of the class waited queued and ran for compute.
+func (s *Scheduler) aimdLocked(c infergate.Class, latency time.Duration) {
+	if latency <= s.pol[c].TargetLatency {
+		s.aimdMax[c] = min(s.aimdMax[c]+1, s.pol[c].MaxBatchSize)
+	} else {
+		s.aimdMax[c] = max(s.aimdMax[c]/2, 1)
+	}
 }
 
 // BulkShare returns the share set by SetBulkShare.

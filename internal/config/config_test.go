@@ -35,7 +35,7 @@ var badFiles = map[string]string{
 	"threads_300.bad.yaml":            "models[0]: threads: 300: want 0..256",
 	"max_batch_5000.bad.yaml":         "models[0]: max_batch_size: 5000: want 1..4096",
 	"bad_class.bad.yaml":              "models[0]: classes.realtime: unknown class (want urgent, normal or bulk)",
-	"policy_bogus.bad.yaml":           `models[0]: classes.normal: policy "bogus": want single, size, time, hybrid or adaptive`,
+	"policy_bogus.bad.yaml":           `models[0]: classes.normal: policy "bogus": want single, size, time, hybrid, adaptive or aimd`,
 	"time_negative_timeout.bad.yaml":  "models[0]: classes.bulk: batch_timeout must be > 0 for policy time",
 	"duration_without_unit.bad.yaml":  "cannot unmarshal !!int `5` into time.Duration",
 	"preferred_over_max.bad.yaml":     "models[0]: classes.normal: preferred_batch_sizes: 32 out of 1..16",
