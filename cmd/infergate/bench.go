@@ -34,7 +34,7 @@ type benchFlags struct {
 	concurrency                 int
 	sloMS                       float64
 	batches                     string
-	payload, mix                string
+	payload, mix, pattern       string
 	maxQueueDelay, batchTimeout time.Duration
 	policyMaxBatch, queueSize   int
 	lo, hi                      float64
@@ -64,6 +64,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&f.sloMS, "slo-ms", 100, "latency SLO in ms (goodput, SLO attainment, request timeout)")
 	fs.StringVar(&f.batches, "batch", "1,2,4,8,16,32,64", "batch size(s) for --raw, comma-separated")
 	fs.StringVar(&f.payload, "payload", "binary", "tensor encoding: json or binary")
+	fs.StringVar(&f.pattern, "pattern", "poisson", "arrival pattern: poisson, or bursty (calm at --rate, a burst at 3x for the middle third, calm)")
 	fs.StringVar(&f.mix, "mix", "", "class mix, e.g. urgent=0.1,normal=0.6,bulk=0.3 (default all normal)")
 	fs.DurationVar(&f.maxQueueDelay, "max-queue-delay", 5*time.Millisecond, "hybrid and adaptive policies' max queue delay")
 	fs.DurationVar(&f.batchTimeout, "batch-timeout", 5*time.Millisecond, "time policy's period")
@@ -178,7 +179,7 @@ func benchPolicy(ctx context.Context, f *benchFlags, kind batching.Kind, stderr 
 	if err != nil {
 		return nil, err
 	}
-	lcfg := loadgen.Config{URL: url, Model: f.model, Rate: rate, Duration: f.duration, Warmup: f.warmup, Mix: mix,
+	lcfg := loadgen.Config{URL: url, Model: f.model, Rate: rate, Pattern: f.pattern, Duration: f.duration, Warmup: f.warmup, Mix: mix,
 		Payload: f.payload, Seed: f.seed, ServerStats: serverStats(url, f.model), Concurrency: f.concurrency}
 	if f.concurrency > 0 {
 		out["concurrency"] = f.concurrency

@@ -103,8 +103,14 @@ type Config struct {
 	// to {URL}/v2/models/{Model}/infer.
 	URL   string
 	Model string
-	// Rate is the mean arrival rate in requests per second (Poisson).
+	// Rate is the mean arrival rate in requests per second (Poisson); with
+	// Pattern "bursty", the calm rate.
 	Rate float64
+	// Pattern shapes the rate over the measured window: "poisson" (the
+	// default: Rate throughout) or "bursty" (calm at Rate for the first
+	// third, a burst at 3x Rate for the second, calm again for the last;
+	// the warmup is calm). Arrivals are Poisson at the rate of the moment.
+	Pattern string
 	// Duration is the measured window; Warmup precedes it. Requests
 	// scheduled during Warmup are sent but not counted.
 	Duration, Warmup time.Duration
@@ -188,6 +194,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Warmup < 0 {
 		return c, fmt.Errorf("loadgen: warmup must be >= 0, got %v", c.Warmup)
+	}
+	switch c.Pattern {
+	case "", "poisson", "bursty":
+	default:
+		return c, fmt.Errorf("loadgen: pattern %q: want poisson or bursty", c.Pattern)
 	}
 	switch strings.ToLower(c.Payload) {
 	case "", "json":
@@ -530,7 +541,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		seq := 0
 	dispatch:
 		for ; ; seq++ {
-			offset += time.Duration(rng.ExpFloat64() / cfg.Rate * float64(time.Second))
+			offset += time.Duration(rng.ExpFloat64() / (cfg.Rate * burstFactor(cfg, offset)) * float64(time.Second))
 			sched := start.Add(offset)
 			if !sched.Before(end) {
 				break
@@ -697,4 +708,17 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	i := int(math.Ceil(q*float64(n)-1e-9)) - 1
 	i = max(0, min(i, n-1))
 	return sorted[i]
+}
+
+// burstFactor is the multiple of Rate the pattern asks for at offset from
+// the start of the run (warmup included).
+func burstFactor(cfg Config, offset time.Duration) float64 {
+	if cfg.Pattern != "bursty" {
+		return 1
+	}
+	t := offset - cfg.Warmup
+	if t >= cfg.Duration/3 && t < 2*cfg.Duration/3 {
+		return 3
+	}
+	return 1
 }

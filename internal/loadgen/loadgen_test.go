@@ -607,3 +607,23 @@ func TestResultJSONAndTable(t *testing.T) {
 		t.Errorf("summary line: %q", lines[0])
 	}
 }
+
+func TestBurstFactor(t *testing.T) {
+	cfg := Config{Pattern: "bursty", Warmup: time.Second, Duration: 3 * time.Second}
+	for _, tt := range []struct {
+		at   time.Duration
+		want float64
+	}{
+		{0, 1}, {1500 * time.Millisecond, 1}, {2 * time.Second, 3}, {2999 * time.Millisecond, 3}, {3 * time.Second, 1}, {3900 * time.Millisecond, 1},
+	} {
+		if got := burstFactor(cfg, tt.at); got != tt.want {
+			t.Errorf("at %v: %v, want %v", tt.at, got, tt.want)
+		}
+	}
+	if got := burstFactor(Config{Duration: time.Second}, 500*time.Millisecond); got != 1 {
+		t.Errorf("poisson: %v", got)
+	}
+	if _, err := Run(t.Context(), Config{URL: "http://127.0.0.1:1", Model: "m", Rate: 1, Duration: time.Second, Pattern: "spiky"}); err == nil {
+		t.Error("an unknown pattern was accepted")
+	}
+}
