@@ -62,3 +62,14 @@ $B bench --url http://127.0.0.1:${PORT:-18777} --data-dir "$DATA" --job 20000 --
 kill $pid; wait $pid || true
 $B bench --data-dir "$DATA" --interference 8 --duration 3s | tee "$OUT/interference-8.txt"
 $B bench --data-dir "$DATA" --interference 16 --duration 3s | tee "$OUT/interference-16.txt"
+
+echo "== profiler against the raw curve; planner accuracy"
+$B profile --data-dir "$DATA" --json | tee "$OUT/profile.json"
+$B bench --data-dir "$DATA" --raw --batch 1,2,4,8,16,32,64 --duration 3s --json | tee "$OUT/raw-after-profile.json"
+$B serve --addr 127.0.0.1:${PORT:-18777} --data-dir "$OUT/plan-data" --log-level warn &
+pid=$!
+for _ in $(seq 100); do curl -sf localhost:${PORT:-18777}/v2/health/ready >/dev/null && break; sleep 0.1; done
+$B plan --data-dir "$DATA" --validate --url http://127.0.0.1:${PORT:-18777} | tee "$OUT/plan-validate.txt"
+kill $pid; wait $pid || true
+$B plan --data-dir "$DATA" --profile "$OUT/profile.json" --rate 5 --slo-ms 10 --cost-sensitivity low | tee "$OUT/plan-low.txt"
+$B plan --data-dir "$DATA" --profile "$OUT/profile.json" --rate 2000 --slo-ms 21600000 --cost-sensitivity high | tee "$OUT/plan-high.txt"
