@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/internal/backend"
+	"github.com/infergate/infergate/internal/batching"
 	"github.com/infergate/infergate/internal/config"
 	"github.com/infergate/infergate/internal/loadgen"
 	"github.com/infergate/infergate/internal/perfmodel"
@@ -259,6 +260,11 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 		defer stop()
 	}
 	pol := m.Policies()[1] // normal: what the load generator sends
+	switch pol.Kind {
+	case batching.Single, batching.Size, batching.Time, batching.Hybrid:
+	default:
+		return fmt.Errorf("plan --validate: the normal class's policy is %s; the planner simulates single, size, time and hybrid", pol.Kind)
+	}
 	settings := planner.Settings{Mode: planner.ModeHybrid, Policy: string(pol.Kind), MaxBatchSize: pol.MaxBatchSize,
 		MaxQueueDelay: pol.MaxQueueDelay, BatchTimeout: pol.BatchTimeout, Instances: m.Instances}
 

@@ -57,7 +57,7 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 		if !ready {
 			return at
 		}
-		s.takeLocked(c, now, b, s.pol[c].MaxBatchSize)
+		s.takeLocked(c, now, b, s.limitLocked(c))
 		return time.Time{}
 	}
 	if s.bulkWorkers > 0 && !s.closed && s.bulkShareLeftLocked() {
@@ -65,7 +65,7 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 		// the regular workers first until bulk has had its share of their
 		// busy time, even when real-time work would keep them busy.
 		if ready, _ := s.readyLocked(c, now); ready {
-			s.takeLocked(c, now, b, s.pol[c].MaxBatchSize)
+			s.takeLocked(c, now, b, s.limitLocked(c))
 			return time.Time{}
 		}
 	}
@@ -90,7 +90,7 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 	if !ready {
 		return earliest(wake, at)
 	}
-	limit := s.pol[c].MaxBatchSize
+	limit := s.limitLocked(c)
 	if s.q[infergate.ClassUrgent].len()+s.q[infergate.ClassNormal].len() > 0 && !wake.IsZero() {
 		// Bulk takes only the capacity the other classes leave: the
 		// largest batch whose measured execution time ends before the
@@ -204,6 +204,10 @@ func (s *Scheduler) deadLocked(r *request, now time.Time) bool {
 		return true
 	}
 	if !r.deadline.IsZero() && !now.Before(r.deadline) && s.pol[r.class].TimeoutAction == Reject {
+		if s.pol[r.class].Kind == AIMD {
+			// An expiry is the AIMD controller's clearest miss.
+			s.aimdLocked(r.class, now.Sub(r.enq))
+		}
 		s.finishLocked(r, infergate.Errorf(infergate.EDeadline, "request timed out after %s in the %s queue", now.Sub(r.enq).Round(time.Microsecond), r.class), OutcomeExpired)
 		return true
 	}

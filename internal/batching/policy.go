@@ -90,6 +90,9 @@ func (p *Policy) Validate(modelMax int) error {
 		}
 	case Single, Hybrid:
 	case AIMD:
+		if p.TargetLatency < 0 {
+			return fmt.Errorf("target_latency must be >= 0")
+		}
 		if p.TargetLatency <= 0 && p.DefaultTimeout <= 0 {
 			return fmt.Errorf("policy aimd needs target_latency (or default_timeout) > 0")
 		}

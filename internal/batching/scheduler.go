@@ -465,7 +465,10 @@ func (s *Scheduler) admit(r *request) (bulkLane bool, err error) {
 		s.lastRealtime = r.enq
 	}
 	if last := s.lastArrival[c]; !last.IsZero() {
-		gap := max(r.enq.Sub(last).Seconds(), 0)
+		// An idle spell says only that the next request is not expected
+		// within the delay bound; capped, it does not drag the mean for
+		// hundreds of arrivals after traffic resumes.
+		gap := min(max(r.enq.Sub(last).Seconds(), 0), 2*max(s.pol[c].MaxQueueDelay, time.Millisecond).Seconds())
 		if s.arrivalGap[c] == 0 {
 			s.arrivalGap[c] = gap
 		} else {

@@ -225,6 +225,9 @@ func (m *Model) Policies() [infergate.NumClasses]batching.Policy {
 		if p.TimeoutAction != "" {
 			d.TimeoutAction = p.TimeoutAction
 		}
+		if p.TargetLatency != 0 {
+			d.TargetLatency = p.TargetLatency
+		}
 		if p.Mode != "" {
 			d.Mode = p.Mode
 		}

@@ -67,6 +67,9 @@ type Server struct {
 	bufs sync.Pool // *bytes.Buffer, request bodies
 	// outBufs holds *[]byte response bodies.
 	outBufs sync.Pool
+	// planning is held by the one POST /v1/plan allowed at a time: a plan
+	// simulates on the serving machine.
+	planning sync.Mutex
 }
 
 // maxPooledBody is the largest request or response buffer kept for reuse,

@@ -39,6 +39,13 @@ const (
 // model of the model (batch latencies and per-request overhead measured
 // while serving), at the configured instance price.
 func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
+	if !s.planning.TryLock() {
+		e := infergate.Errorf(infergate.EOverloaded, "another plan is being computed; one at a time")
+		e.RetryAfterSeconds = 5
+		writeError(w, s.log, e)
+		return
+	}
+	defer s.planning.Unlock()
 	var req planRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPlanBody))
 	dec.DisallowUnknownFields()
@@ -98,6 +105,16 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 	} else if !(wl.Rate > 0) || wl.Rate > 1e6 || workload.Duration < 0 || workload.Duration > 24*time.Hour ||
 		wl.Rate*workload.Duration.Seconds() > maxPlanArrivals {
 		bad("workload: give rate (0 < rate <= 10^6 req/s) with duration_s (at most 86400, and at most %d arrivals), or trace_s", maxPlanArrivals)
+		return
+	}
+	if workload.Pattern != planner.PatternTrace {
+		arr, err := workload.Arrivals()
+		if err != nil || len(arr) < 2 {
+			bad("workload: %v req/s for %v gives %d arrivals; give at least two", wl.Rate, workload.Duration, len(arr))
+			return
+		}
+	} else if len(wl.TraceS) < 2 {
+		bad("workload.trace_s: give at least two arrivals")
 		return
 	}
 	lat := m.Sched.Latency()

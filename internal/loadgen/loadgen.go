@@ -200,6 +200,9 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("loadgen: pattern %q: want poisson or bursty", c.Pattern)
 	}
+	if c.Pattern == "bursty" && c.Concurrency > 0 {
+		return c, fmt.Errorf("loadgen: a closed loop (concurrency) has no arrival pattern")
+	}
 	switch strings.ToLower(c.Payload) {
 	case "", "json":
 		c.Payload = "json"
@@ -541,7 +544,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		seq := 0
 	dispatch:
 		for ; ; seq++ {
-			offset += time.Duration(rng.ExpFloat64() / (cfg.Rate * burstFactor(cfg, offset)) * float64(time.Second))
+			offset = nextArrival(cfg, offset, rng)
 			sched := start.Add(offset)
 			if !sched.Before(end) {
 				break
@@ -708,6 +711,33 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	i := int(math.Ceil(q*float64(n)-1e-9)) - 1
 	i = max(0, min(i, n-1))
 	return sorted[i]
+}
+
+// nextArrival draws the arrival after offset from a Poisson process whose
+// rate is Rate times burstFactor. A draw that would cross a change of rate
+// starts again at the change, with the new rate (exact, since the process
+// has no memory).
+func nextArrival(cfg Config, offset time.Duration, rng *rand.Rand) time.Duration {
+	for {
+		f := burstFactor(cfg, offset)
+		next := offset + time.Duration(rng.ExpFloat64()/(cfg.Rate*f)*float64(time.Second))
+		if cfg.Pattern != "bursty" {
+			return next
+		}
+		var edge time.Duration
+		switch b1, b2 := cfg.Warmup+cfg.Duration/3, cfg.Warmup+2*cfg.Duration/3; {
+		case offset < b1:
+			edge = b1
+		case offset < b2:
+			edge = b2
+		default:
+			return next
+		}
+		if next < edge {
+			return next
+		}
+		offset = edge
+	}
 }
 
 // burstFactor is the multiple of Rate the pattern asks for at offset from

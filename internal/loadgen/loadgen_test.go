@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -625,5 +626,36 @@ func TestBurstFactor(t *testing.T) {
 	}
 	if _, err := Run(t.Context(), Config{URL: "http://127.0.0.1:1", Model: "m", Rate: 1, Duration: time.Second, Pattern: "spiky"}); err == nil {
 		t.Error("an unknown pattern was accepted")
+	}
+}
+
+func TestBurstyArrivals(t *testing.T) {
+	cfg := Config{Pattern: "bursty", Rate: 2000, Warmup: 500 * time.Millisecond, Duration: 3 * time.Second}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var counts [4]int // warmup, calm, burst, calm
+	for off := time.Duration(0); ; {
+		off = nextArrival(cfg, off, rng)
+		if off >= cfg.Warmup+cfg.Duration {
+			break
+		}
+		switch t := off - cfg.Warmup; {
+		case t < 0:
+			counts[0]++
+		case t < time.Second:
+			counts[1]++
+		case t < 2*time.Second:
+			counts[2]++
+		default:
+			counts[3]++
+		}
+	}
+	want := [4]float64{1000, 2000, 6000, 2000}
+	for i, c := range counts {
+		if math.Abs(float64(c)-want[i]) > 0.06*want[i] {
+			t.Errorf("segment %d: %d arrivals, want about %.0f (all %v)", i, c, want[i], counts)
+		}
+	}
+	if _, err := Run(t.Context(), Config{URL: "http://127.0.0.1:1", Model: "m", Concurrency: 2, Duration: time.Second, Pattern: "bursty"}); err == nil {
+		t.Error("a closed loop with a pattern was accepted")
 	}
 }

@@ -53,24 +53,37 @@ type stat struct {
 // per-request overhead) the measured quantiles cover.
 const Window = 512
 
+// snapshot copies st, its recent observations included, so that their
+// quantiles can be computed outside the lock.
+func (st *stat) snapshot() stat {
+	c := *st
+	c.recent = slices.Clone(st.recent)
+	return c
+}
+
 // quantiles returns the p50 and p99 of the recent observations, seconds.
 func (st *stat) quantiles() (p50, p99 float64) {
 	if len(st.recent) == 0 {
 		return 0, 0
 	}
-	v := slices.Clone(st.recent)
+	v := st.recent // a snapshot's own copy
 	slices.Sort(v)
-	at := func(q float64) float64 { return float64(v[min(int(q*float64(len(v))), len(v)-1)]) }
+	// Nearest rank: the smallest value with at least q of them at or
+	// below it.
+	at := func(q float64) float64 { return float64(v[max(int(math.Ceil(q*float64(len(v))))-1, 0)]) }
 	return at(0.5), at(0.99)
 }
 
 // Model is a per-batch-size latency model. It is safe for concurrent use.
 type Model struct {
-	mu       sync.RWMutex
-	stats    map[int]*stat
-	sizes    []int // sorted keys of stats
-	overhead stat  // per request, outside the scheduler
-	dispatch stat  // per timer-fired batch: its start after the time it was due
+	mu    sync.RWMutex
+	stats map[int]*stat
+	sizes []int // sorted keys of stats
+	// dmu guards overhead and dispatch, apart from mu, which the
+	// scheduler's batch formation reads.
+	dmu      sync.Mutex
+	overhead stat // per request, outside the scheduler
+	dispatch stat // per timer-fired batch: its start after the time it was due
 }
 
 // New returns an empty model.
@@ -128,8 +141,8 @@ func (m *Model) ObserveOverhead(d time.Duration) {
 	if d < 0 {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.dmu.Lock()
+	defer m.dmu.Unlock()
 	m.overhead.add(d.Seconds())
 }
 
@@ -140,16 +153,17 @@ func (m *Model) ObserveDispatch(d time.Duration) {
 	if d < 0 {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.dmu.Lock()
+	defer m.dmu.Unlock()
 	m.dispatch.add(d.Seconds())
 }
 
 // Dispatch returns the measured dispatch delay (Count 0: none yet).
 func (m *Model) Dispatch() Overhead {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.dispatch.summary()
+	m.dmu.Lock()
+	st := m.dispatch.snapshot()
+	m.dmu.Unlock()
+	return st.summary()
 }
 
 // Overhead is the per-request overhead measured by ObserveOverhead.
@@ -164,9 +178,10 @@ type Overhead struct {
 
 // Overhead returns the measured per-request overhead (Count 0: none yet).
 func (m *Model) Overhead() Overhead {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.overhead.summary()
+	m.dmu.Lock()
+	st := m.overhead.snapshot()
+	m.dmu.Unlock()
+	return st.summary()
 }
 
 func (st *stat) summary() Overhead {
@@ -218,10 +233,15 @@ func (m *Model) Measured(n int) bool {
 // Points returns the measured points sorted by batch size.
 func (m *Model) Points() []Point {
 	m.mu.RLock()
-	defer m.mu.RUnlock()
-	out := make([]Point, 0, len(m.sizes))
-	for _, n := range m.sizes {
-		st := m.stats[n]
+	sizes := slices.Clone(m.sizes)
+	snaps := make([]stat, len(sizes))
+	for i, n := range sizes {
+		snaps[i] = m.stats[n].snapshot()
+	}
+	m.mu.RUnlock()
+	out := make([]Point, 0, len(sizes))
+	for i, n := range sizes {
+		st := &snaps[i]
 		p50, p99 := st.quantiles()
 		p := Point{BatchSize: n, Count: st.count, MeanMS: st.ewma * 1e3, MinMS: st.min * 1e3, LastMS: st.last * 1e3,
 			StdMS: math.Sqrt(max(st.ewvar, 0)) * 1e3, P50MS: p50 * 1e3, P99MS: p99 * 1e3}

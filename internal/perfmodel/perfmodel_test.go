@@ -300,13 +300,13 @@ func TestStd(t *testing.T) {
 
 func TestRecentQuantiles(t *testing.T) {
 	m := New()
-	// 1..100 ms: p50 is the 51st smallest, p99 the 100th.
+	// 1..100 ms, nearest rank: p50 is the 50th smallest, p99 the 99th.
 	for i := 100; i >= 1; i-- {
 		m.Observe(4, time.Duration(i)*time.Millisecond)
 	}
 	p := m.Points()[0]
-	if math.Abs(p.P50MS-51) > 1e-3 || math.Abs(p.P99MS-100) > 1e-3 {
-		t.Errorf("p50 %v p99 %v, want 51 and 100", p.P50MS, p.P99MS)
+	if math.Abs(p.P50MS-50) > 1e-3 || math.Abs(p.P99MS-99) > 1e-3 {
+		t.Errorf("p50 %v p99 %v, want 50 and 99", p.P50MS, p.P99MS)
 	}
 	// Past Window observations only the recent ones count.
 	for range Window {
@@ -318,7 +318,7 @@ func TestRecentQuantiles(t *testing.T) {
 	for i := range 10 {
 		m.ObserveOverhead(time.Duration(i+1) * time.Millisecond)
 	}
-	if o := m.Overhead(); o.Count != 10 || math.Abs(o.P50MS-6) > 1e-3 || math.Abs(o.P99MS-10) > 1e-3 {
+	if o := m.Overhead(); o.Count != 10 || math.Abs(o.P50MS-5) > 1e-3 || math.Abs(o.P99MS-10) > 1e-3 {
 		t.Errorf("overhead %+v", o)
 	}
 }

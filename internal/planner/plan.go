@@ -158,9 +158,15 @@ func searchInstances(ctx context.Context, req Request, arrivals []time.Duration,
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
 		}
+		prev := r
 		s.Instances = k
 		r = Simulate(req.Profile, arrivals, s, req.SLO, req.PricePerInstanceHour, req.Workload.Seed)
 		if r.MeetsSLO {
+			break
+		}
+		if k > 1 && !r.Overloaded && !prev.Overloaded && float64(r.P99) >= 0.99*float64(prev.P99) {
+			// Keeping up, and another instance did not shorten the
+			// tail: more will not meet the SLO either.
 			break
 		}
 	}

@@ -383,6 +383,10 @@ func simulateOnline(p *Profile, arr []time.Duration, s Settings, slo time.Durati
 		if now == never {
 			break
 		}
+		// Batches formed now fire on a timer (the server measures their
+		// dispatch delay) unless an arrival or a freed instance came
+		// first.
+		timerFired := wake != never && now == wake && (ai >= n || arr[ai] > now) && (len(busy) == 0 || busy[0] > now)
 		for len(busy) > 0 && busy[0] <= now {
 			busy.pop()
 			idle++
@@ -406,9 +410,12 @@ func simulateOnline(p *Profile, arr []time.Duration, s Settings, slo time.Durati
 				nextTick += ((now-nextTick)/s.BatchTimeout + 1) * s.BatchTimeout
 			}
 			d := sv.sample(k, rng)
-			// The batch starts after the measured dispatch delay; the
-			// instance is taken meanwhile but not busy.
-			done := now + sv.dispatch(rng) + d
+			// A timer-fired batch starts after the measured dispatch
+			// delay; the instance is taken meanwhile but not busy.
+			done := now + d
+			if timerFired {
+				done += sv.dispatch(rng)
+			}
 			for i := qh; i < qh+k; i++ {
 				lat[i] = done - arr[i]
 			}

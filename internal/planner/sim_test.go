@@ -415,14 +415,27 @@ func TestFromLive(t *testing.T) {
 	}
 }
 
-func TestDispatchDelaysBatchesNotBusyTime(t *testing.T) {
-	p := &Profile{Points: []Point{{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond}}}
-	arr := []time.Duration{0, 10 * time.Millisecond}
-	s := Settings{Mode: ModeRealtime, Policy: PolicySingle, Instances: 1}
-	base := Simulate(p, arr, s, 0, 1, 1)
-	p.Dispatch.P50, p.Dispatch.P99 = 500*time.Microsecond, 500*time.Microsecond
-	with := Simulate(p, arr, s, 0, 1, 1)
-	if with.P50-base.P50 != 500*time.Microsecond || with.Busy != base.Busy {
-		t.Errorf("p50 %v -> %v, busy %v -> %v: want +0.5 ms and the same busy time", base.P50, with.P50, base.Busy, with.Busy)
+func TestDispatchDelaysTimerFiredBatchesOnly(t *testing.T) {
+	// The last arrival is flushed at once (the server closes); the
+	// others wait for the hybrid timer.
+	arr := []time.Duration{0, 10 * time.Millisecond, 20 * time.Millisecond}
+	tests := []struct {
+		name string
+		s    Settings
+		want time.Duration // added to p50
+	}{
+		{"hybrid fires on its timer", Settings{Mode: ModeHybrid, Policy: PolicyHybrid, MaxBatchSize: 8, MaxQueueDelay: time.Millisecond, Instances: 1}, 500 * time.Microsecond},
+		{"single fires on arrival", Settings{Mode: ModeRealtime, Policy: PolicySingle, Instances: 1}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Profile{Points: []Point{{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond}}}
+			base := Simulate(p, arr, tt.s, 0, 1, 1)
+			p.Dispatch.P50, p.Dispatch.P99 = 500*time.Microsecond, 500*time.Microsecond
+			with := Simulate(p, arr, tt.s, 0, 1, 1)
+			if with.P50-base.P50 != tt.want || with.Busy != base.Busy {
+				t.Errorf("p50 %v -> %v, busy %v -> %v: want +%v and the same busy time", base.P50, with.P50, base.Busy, with.Busy, tt.want)
+			}
+		})
 	}
 }

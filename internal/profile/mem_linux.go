@@ -15,8 +15,8 @@ func residentBytes() (int64, bool) { return statusKB("VmRSS:") }
 func peakBytes() (int64, bool) { return statusKB("VmHWM:") }
 
 // resetPeak resets VmHWM to the current resident set (Linux 4.0+:
-// "5" > /proc/self/clear_refs).
-func resetPeak() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+// "5" > /proc/self/clear_refs), and reports whether it could.
+func resetPeak() bool { return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil }
 
 func statusKB(field string) (int64, bool) {
 	b, err := os.ReadFile("/proc/self/status")

@@ -4,4 +4,4 @@ package profile
 
 func residentBytes() (int64, bool) { return 0, false }
 func peakBytes() (int64, bool)     { return 0, false }
-func resetPeak()                   {}
+func resetPeak() bool              { return false }

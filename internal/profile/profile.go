@@ -44,7 +44,8 @@ type Point struct {
 	ItemsPerSec float64 `json:"items_per_sec"`
 	// MemoryBytes is the peak resident set while the point ran, over the
 	// process's resident set before the configuration's sessions were
-	// opened: the sessions, their weights and the runtime's arenas.
+	// opened: the sessions, their weights and the runtime's arenas. (Where
+	// the kernel cannot reset the peak, the resident set after the point.)
 	MemoryBytes int64 `json:"memory_bytes"`
 	// ArenaGrowthBytes is MemoryBytes minus the previous (smaller) batch
 	// size's in the same configuration: what this batch size added.
@@ -144,7 +145,7 @@ func runConfig(ctx context.Context, opt Options, c Config) ([]Point, error) {
 	var out []Point
 	var prevMem int64
 	for _, n := range opt.Sizes {
-		resetPeak()
+		peakOK := resetPeak()
 		results := make([]*loadgen.RawResult, len(sessions))
 		errs := make([]error, len(sessions))
 		var wg sync.WaitGroup
@@ -170,7 +171,13 @@ func runConfig(ctx context.Context, opt Options, c Config) ([]Point, error) {
 		slices.Sort(p50s)
 		p.P50MS = ms(p50s[len(p50s)/2])
 		p.P99MS = ms(slices.Max(p99s))
-		if peak, ok := peakBytes(); ok && base > 0 {
+		// Without a peak reset, VmHWM is the process's lifetime peak: the
+		// resident set after the point is the measure then.
+		mem, ok := peakBytes()
+		if !peakOK {
+			mem, ok = residentBytes()
+		}
+		if peak := mem; ok && base > 0 {
 			p.MemoryBytes = max(peak-base, 0)
 			if len(out) > 0 {
 				p.ArenaGrowthBytes = p.MemoryBytes - prevMem
