@@ -230,14 +230,7 @@ func (s *Scheduler) readyLocked(c infergate.Class, now time.Time) (bool, time.Ti
 	// execution time.
 	var fireBy time.Time
 	if p.TimeoutAction == Reject {
-		n, tight := 0, time.Time{}
-		for i := 0; i < q.len() && n < p.MaxBatchSize; i++ {
-			r := q.at(i)
-			n += r.items
-			if !r.deadline.IsZero() && (tight.IsZero() || r.deadline.Before(tight)) {
-				tight = r.deadline
-			}
-		}
+		n, tight := s.formingLocked(c)
 		if !tight.IsZero() {
 			est, _ := s.lat.Estimate(min(n, p.MaxBatchSize))
 			// Leave a margin for timer and dispatch delays, so that a
@@ -520,14 +513,7 @@ func (s *Scheduler) adaptiveReadyLocked(c infergate.Class, now time.Time) (bool,
 		return true, time.Time{}
 	}
 	by := q.front().enq.Add(p.MaxQueueDelay)
-	n, tight := 0, time.Time{}
-	for i := 0; i < q.len() && n < p.MaxBatchSize; i++ {
-		r := q.at(i)
-		n += r.items
-		if !r.deadline.IsZero() && (tight.IsZero() || r.deadline.Before(tight)) {
-			tight = r.deadline
-		}
-	}
+	n, tight := s.formingLocked(c)
 	if !tight.IsZero() && p.TimeoutAction == Reject {
 		if est, ok := s.lat.Estimate(min(n+1, p.MaxBatchSize)); ok {
 			// The same margin for timer and dispatch delays as the
@@ -544,4 +530,19 @@ func (s *Scheduler) adaptiveReadyLocked(c infergate.Class, now time.Time) (bool,
 		return true, time.Time{}
 	}
 	return false, by
+}
+
+// formingLocked returns the items of the batch class c would form now (up
+// to its policy's maximum) and the tightest deadline among its requests
+// (zero: none).
+func (s *Scheduler) formingLocked(c infergate.Class) (n int, tight time.Time) {
+	q, p := &s.q[c], &s.pol[c]
+	for i := 0; i < q.len() && n < p.MaxBatchSize; i++ {
+		r := q.at(i)
+		n += r.items
+		if !r.deadline.IsZero() && (tight.IsZero() || r.deadline.Before(tight)) {
+			tight = r.deadline
+		}
+	}
+	return n, tight
 }
