@@ -67,8 +67,8 @@ func TestArrivalGapIsMeasured(t *testing.T) {
 	s := New(Config{Model: "m", MaxBatchSize: 8, Policies: policies(Policy{Kind: Adaptive, MaxBatchSize: 8, MaxQueueDelay: time.Second})})
 	now := time.Unix(1000, 0)
 	for i := range 200 {
-		r := &request{class: infergate.ClassNormal, items: 1, enq: now.Add(time.Duration(i) * 2 * time.Millisecond), done: make(chan result, 1)}
-		if _, err := s.admit(r); err != nil {
+		r := &request{class: infergate.ClassNormal, lane: infergate.ClassNormal, items: 1, enq: now.Add(time.Duration(i) * 2 * time.Millisecond), done: make(chan result, 1)}
+		if _, err := s.admit(r, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -67,7 +67,7 @@ func BenchmarkFormBatch(b *testing.B) {
 			for b.Loop() {
 				s.mu.Lock()
 				for range size {
-					s.q[infergate.ClassNormal].pushBack(&request{ctx: ctx, class: infergate.ClassNormal, inputs: in, items: 1, done: make(chan result, 1)})
+					s.q[infergate.ClassNormal].pushBack(&request{ctx: ctx, class: infergate.ClassNormal, lane: infergate.ClassNormal, inputs: in, items: 1, done: make(chan result, 1)})
 					s.total++
 				}
 				s.formLocked(s.clock.Now(), &bt, false)
@@ -89,8 +89,8 @@ func BenchmarkEnqueue(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		r := &reqs[i]
-		*r = request{ctx: ctx, class: infergate.ClassNormal, inputs: in, items: 1}
-		if _, err := s.admit(r); err != nil {
+		*r = request{ctx: ctx, class: infergate.ClassNormal, lane: infergate.ClassNormal, inputs: in, items: 1}
+		if _, err := s.admit(r, 0); err != nil {
 			b.Fatal(err)
 		}
 		if i++; i == len(reqs) {

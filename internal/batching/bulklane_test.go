@@ -218,7 +218,7 @@ func TestCloseDrainsBulkWithBulkWorkers(t *testing.T) {
 
 // queueDirect puts a request straight into class c's queue, as admit does.
 func queueDirect(s *Scheduler, c infergate.Class, now time.Time) {
-	s.q[c].pushBack(&request{ctx: context.Background(), class: c, inputs: []infergate.Tensor{fake.Input(4, 1)}, items: 1, enq: now, deadline: now.Add(time.Minute),
+	s.q[c].pushBack(&request{ctx: context.Background(), class: c, lane: c, inputs: []infergate.Tensor{fake.Input(4, 1)}, items: 1, enq: now, deadline: now.Add(time.Minute),
 		done: make(chan result, 1)})
 	s.total++
 }

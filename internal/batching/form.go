@@ -203,12 +203,12 @@ func (s *Scheduler) deadLocked(r *request, now time.Time) bool {
 		s.finishLocked(r, canceledErr(r.ctx), OutcomeCanceled)
 		return true
 	}
-	if !r.deadline.IsZero() && !now.Before(r.deadline) && s.pol[r.class].TimeoutAction == Reject {
-		if s.pol[r.class].Kind == AIMD {
+	if !r.deadline.IsZero() && !now.Before(r.deadline) && s.pol[r.lane].TimeoutAction == Reject {
+		if s.pol[r.lane].Kind == AIMD {
 			// An expiry is the AIMD controller's clearest miss.
-			s.aimdLocked(r.class, now.Sub(r.enq))
+			s.aimdLocked(r.lane, now.Sub(r.enq))
 		}
-		s.finishLocked(r, infergate.Errorf(infergate.EDeadline, "request timed out after %s in the %s queue", now.Sub(r.enq).Round(time.Microsecond), r.class), OutcomeExpired)
+		s.finishLocked(r, infergate.Errorf(infergate.EDeadline, "request timed out after %s in the %s queue", now.Sub(r.enq).Round(time.Microsecond), r.lane), OutcomeExpired)
 		return true
 	}
 	return false
@@ -372,30 +372,35 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 	if !selfTimed {
 		busy = wall
 	}
-	if !bulkOnly {
-		onlyBulk := true
-		for _, r := range b.reqs {
-			onlyBulk = onlyBulk && r.class == infergate.ClassBulk
-		}
-		s.mu.Lock()
-		s.addRegBusyLocked(end, onlyBulk, wall)
-		// AIMD feedback: the oldest request of the batch's class.
-		if c := b.reqs[0].class; s.pol[c].Kind == AIMD && err == nil {
-			s.aimdLocked(c, end.Sub(b.reqs[0].enq))
-		}
-		s.mu.Unlock()
-	}
 	if err == nil {
 		err = checkOutputs(outs, b)
 	}
 	info := &BatchInfo{Instance: id, Items: b.items, Busy: busy, Err: err}
-	for _, r := range b.reqs {
-		info.Requests[r.class]++
-		info.ItemsBy[r.class] += r.items
+	s.mu.Lock()
+	if !bulkOnly {
+		onlyBulk := true
+		for _, r := range b.reqs {
+			onlyBulk = onlyBulk && r.lane == infergate.ClassBulk
+		}
+		s.addRegBusyLocked(end, onlyBulk, wall)
+		// AIMD feedback: the oldest request of the batch's class.
+		if c := b.reqs[0].lane; s.pol[c].Kind == AIMD && err == nil {
+			s.aimdLocked(c, end.Sub(b.reqs[0].enq))
+		}
 	}
 	for _, c := range infergate.Classes {
 		info.Modes[c] = s.pol[c].Mode
 	}
+	for _, r := range b.reqs {
+		info.Requests[r.class]++
+		info.ItemsBy[r.class] += r.items
+		// A request served in another class's lane (a mode switch in
+		// progress) is served, and accounted, in that lane's mode. A
+		// batch's main requests come from one lane, so a class has one
+		// mode per batch.
+		info.Modes[r.class] = s.pol[r.lane].Mode
+	}
+	s.mu.Unlock()
 	// A bulk-only worker's batches yield to real-time work: their wall time
 	// counts the preemptions, and only a self-measured busy time says how
 	// long the batch itself takes.

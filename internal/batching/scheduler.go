@@ -95,8 +95,11 @@ type Response struct {
 }
 
 type request struct {
-	ctx      context.Context //nolint:containedctx // a request message handed to a worker
-	class    infergate.Class
+	ctx   context.Context //nolint:containedctx // a request message handed to a worker
+	class infergate.Class
+	// lane is the queue the request waits in: its class's own, or another
+	// class's while a mode switch routes part of the class there.
+	lane     infergate.Class
 	inputs   []infergate.Tensor
 	items    int
 	enq      time.Time
@@ -134,6 +137,11 @@ type Scheduler struct {
 	total     int
 	closed    bool
 	instances int // regular workers
+	// retire is how many regular workers are asked to stop (Retire);
+	// they hand their executors over on retired.
+	retire  int
+	retired chan Executor
+	nextID  int
 	// bulkWorkers run only bulk batches (see StartBulk). While there are
 	// any, regular workers leave bulk to them, except for spare slots of
 	// real-time batches, for draining at Close, and for the guaranteed
@@ -168,7 +176,8 @@ type Scheduler struct {
 // New returns a scheduler. Start it with Start.
 func New(cfg Config) *Scheduler {
 	s := &Scheduler{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, rec: cfg.Recorder, lat: cfg.Latency,
-		kick: make(chan struct{}, 1), kickBulk: make(chan struct{}, 1), stop: make(chan struct{})}
+		kick: make(chan struct{}, 1), kickBulk: make(chan struct{}, 1), stop: make(chan struct{}),
+		retired: make(chan Executor, 64)}
 	if s.clock == nil {
 		s.clock = clock.Real{}
 	}
@@ -203,20 +212,95 @@ func New(cfg Config) *Scheduler {
 }
 
 // Policy returns the effective policy of class c.
-func (s *Scheduler) Policy(c infergate.Class) Policy { return s.pol[c] }
+func (s *Scheduler) Policy(c infergate.Class) Policy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pol[c]
+}
+
+// SetPolicy replaces class c's policy while the scheduler runs (a mode
+// switch, an operator's change). Unset fields take the defaults as in New.
+// Queued requests stay queued and are formed under the new policy from the
+// next batch on.
+func (s *Scheduler) SetPolicy(c infergate.Class, p Policy) error {
+	if c >= infergate.NumClasses {
+		return infergate.Errorf(infergate.EInvalid, "unknown class %d", c)
+	}
+	if err := p.Validate(s.cfg.MaxBatchSize); err != nil {
+		return infergate.Errorf(infergate.EInvalid, "class %s: %v", c, err)
+	}
+	p = p.withDefaults(c, s.cfg.MaxBatchSize)
+	if s.cfg.MaxBatchSize == 0 {
+		p.MaxBatchSize = 1
+	}
+	s.mu.Lock()
+	s.pol[c] = p
+	if p.Kind == Time {
+		s.nextTick[c] = s.clock.Now().Add(p.BatchTimeout)
+	}
+	s.aimdMax[c] = max(p.MaxBatchSize/4, 1)
+	if s.cfg.MaxTotalQueue == 0 {
+		s.maxTotal = 0
+		for _, v := range infergate.Classes {
+			s.maxTotal += s.pol[v].MaxQueueSize
+		}
+	}
+	s.mu.Unlock()
+	signal(s.kick)
+	signal(s.kickBulk)
+	return nil
+}
 
 // Latency returns the scheduler's live latency model.
 func (s *Scheduler) Latency() *perfmodel.Model { return s.lat }
 
-// Start runs one worker per executor until Close.
+// Start runs one worker per executor until Close. It may be called again
+// while the scheduler runs, to add instances.
 func (s *Scheduler) Start(executors ...Executor) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range executors {
-		id := s.instances + s.bulkWorkers
+		id := s.nextID
+		s.nextID++
 		s.instances++
 		s.wg.Add(1)
 		go s.worker(id, e, false)
+	}
+}
+
+// Instances returns the number of regular workers, not counting those
+// asked to retire.
+func (s *Scheduler) Instances() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.instances - s.retire
+}
+
+// Retire asks one regular worker to stop once its current batch is done
+// and returns its executor when it has stopped, for the caller to close.
+// Queued requests stay queued for the other workers: nothing accepted is
+// dropped. At least one regular worker always remains. Retire waits until
+// the worker stops or ctx ends; a worker asked to retire stops anyway.
+func (s *Scheduler) Retire(ctx context.Context) (Executor, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, infergate.Errorf(infergate.EUnavailable, "model %s is shutting down", s.cfg.Model)
+	}
+	if s.instances-s.retire <= 1 {
+		s.mu.Unlock()
+		return nil, infergate.Errorf(infergate.EConflict, "model %s keeps at least one instance", s.cfg.Model)
+	}
+	s.retire++
+	s.mu.Unlock()
+	// Wake an idle worker to take the retirement; a busy one takes it
+	// after its batch.
+	signal(s.kick)
+	select {
+	case e := <-s.retired:
+		return e, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
@@ -232,7 +316,8 @@ func (s *Scheduler) StartBulk(executors ...Executor) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range executors {
-		id := s.instances + s.bulkWorkers
+		id := s.nextID
+		s.nextID++
 		s.bulkWorkers++
 		s.wg.Add(1)
 		go s.worker(id, e, true)
@@ -368,19 +453,21 @@ func (s *Scheduler) Close(ctx context.Context) error {
 // before it ran, ECanceled when ctx ended, EUnavailable after Close, and
 // EInternal when the runtime failed.
 func (s *Scheduler) Submit(ctx context.Context, c infergate.Class, inputs []infergate.Tensor, items int, timeout time.Duration) (*Response, error) {
-	if c >= infergate.NumClasses {
-		return nil, infergate.Errorf(infergate.EInvalid, "unknown class %d", c)
+	return s.SubmitLane(ctx, c, c, inputs, items, timeout)
+}
+
+// SubmitLane is Submit for a request of class c served in the queue of
+// class lane, under that queue's policy and priority (and so in its mode):
+// how a mode switch moves part of a class's traffic. Metrics count the
+// request under c; the cost ledger under c and the lane's mode. The
+// request's default timeout is its own class's.
+func (s *Scheduler) SubmitLane(ctx context.Context, c, lane infergate.Class, inputs []infergate.Tensor, items int, timeout time.Duration) (*Response, error) {
+	if c >= infergate.NumClasses || lane >= infergate.NumClasses {
+		return nil, infergate.Errorf(infergate.EInvalid, "unknown class %d", max(c, lane))
 	}
-	p := &s.pol[c]
 	now := s.clock.Now()
-	r := &request{ctx: ctx, class: c, inputs: inputs, items: max(items, 1), enq: now, done: make(chan result, 1)}
-	if timeout <= 0 {
-		timeout = p.DefaultTimeout
-	}
-	if timeout > 0 {
-		r.deadline = now.Add(timeout)
-	}
-	bulkLane, err := s.admit(r)
+	r := &request{ctx: ctx, class: c, lane: lane, inputs: inputs, items: max(items, 1), enq: now, done: make(chan result, 1)}
+	bulkLane, err := s.admit(r, timeout)
 	if err != nil {
 		s.rec.RecordRequest(s.cfg.Model, c, OutcomeRejected, 0, 0)
 		return nil, err
@@ -403,7 +490,7 @@ func (s *Scheduler) Submit(ctx context.Context, c infergate.Class, inputs []infe
 	// The client is gone. Take the request out of its queue if it is
 	// still there; a worker that already took it drops the result.
 	s.mu.Lock()
-	if s.q[c].remove(r) {
+	if s.q[lane].remove(r) {
 		s.total--
 		s.mu.Unlock()
 		s.rec.RecordRequest(s.cfg.Model, c, OutcomeCanceled, s.clock.Now().Sub(r.enq), 0)
@@ -424,13 +511,19 @@ func canceledErr(ctx context.Context) error {
 // admit queues r. bulkLane reports that r is for the bulk workers alone
 // to pick up (a bulk request while bulk workers exist and no share of the
 // regular workers is granted).
-func (s *Scheduler) admit(r *request) (bulkLane bool, err error) {
+func (s *Scheduler) admit(r *request, timeout time.Duration) (bulkLane bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false, infergate.Errorf(infergate.EUnavailable, "model %s is shutting down", s.cfg.Model)
 	}
-	c := r.class
+	if timeout <= 0 {
+		timeout = s.pol[r.class].DefaultTimeout
+	}
+	if timeout > 0 {
+		r.deadline = r.enq.Add(timeout)
+	}
+	c := r.lane
 	bulkLane = c == infergate.ClassBulk && s.bulkWorkers > 0 && s.bulkShare == 0
 	if lim := s.pol[c].MaxQueueSize; lim > 0 && s.q[c].len() >= lim {
 		return false, s.overloadedLocked(c, "%s queue of model %s is full (%d requests)", c, s.cfg.Model, lim)
@@ -548,6 +641,15 @@ func (s *Scheduler) worker(id int, e Executor, bulkOnly bool) {
 	var dueAt time.Time // when the timer that woke this worker was due
 	for {
 		s.mu.Lock()
+		if !bulkOnly && s.retire > 0 && !s.closed {
+			s.retire--
+			s.instances--
+			s.mu.Unlock()
+			// Pass on a kick this worker may have taken for work.
+			signal(s.kick)
+			s.retired <- e
+			return
+		}
 		now := s.clock.Now()
 		wake := s.formLocked(now, &b, bulkOnly)
 		if !dueAt.IsZero() && len(b.reqs) > 0 {

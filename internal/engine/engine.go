@@ -30,10 +30,15 @@ import (
 
 // Model is a loaded model.
 type Model struct {
-	Info     infergate.ModelInfo
-	Sched    *batching.Scheduler
+	Info  infergate.ModelInfo
+	Sched *batching.Scheduler
+	cfg   config.Model
+	bulk  []*idleExecutor
+
+	// scale serializes SetInstances; mu guards sessions.
+	scale    sync.Mutex
+	mu       sync.Mutex
 	sessions []backend.Session
-	bulk     []*idleExecutor
 }
 
 // Options configure an Engine.
@@ -167,7 +172,7 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	for i, x := range bulk {
 		bulkExecs[i] = x
 	}
-	m := &Model{Info: info, Sched: sched, sessions: sessions, bulk: bulk}
+	m := &Model{Info: info, Sched: sched, cfg: mc, sessions: sessions, bulk: bulk}
 	e.mu.Lock()
 	if _, dup := e.models[mc.Name]; dup {
 		e.mu.Unlock()
@@ -182,7 +187,7 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	// their own, and the ledger prices the instances only.
 	e.opt.Ledger.SetInstances(mc.Name, len(sessions))
 	metrics.RegisterModel(e.opt.Registerer, mc.Name, sched.QueueLen,
-		func() int { return len(sessions) },
+		m.Instances,
 		func() float64 { return e.utilization(mc.Name) })
 	metrics.RegisterLatencyModel(e.opt.Registerer, mc.Name, func() []metrics.LatencyPoint {
 		var out []metrics.LatencyPoint
@@ -255,9 +260,11 @@ func (e *Engine) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("model %s: %w (sessions left open)", m.Info.Name, err))
 			continue
 		}
+		m.mu.Lock()
 		for _, s := range m.sessions {
 			errs = append(errs, s.Close())
 		}
+		m.mu.Unlock()
 		for _, x := range m.bulk {
 			errs = append(errs, x.Close())
 		}
@@ -353,4 +360,75 @@ func (r recorder) RecordBatch(model string, b *batching.BatchInfo) {
 }
 
 // Instances is the number of the model's (regular) instances.
-func (m *Model) Instances() int { return len(m.sessions) }
+func (m *Model) Instances() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.sessions)
+}
+
+// Instances returns the number of regular instances of model (0 when it
+// is not loaded).
+func (e *Engine) Instances(model string) int {
+	m, err := e.Model(model)
+	if err != nil {
+		return 0
+	}
+	return m.Instances()
+}
+
+// SetInstances adds or retires regular instances of model until it has n
+// (at least 1). New sessions are opened and warmed up with one run before
+// they take traffic; retiring instances finish their current batch first,
+// so no accepted request is dropped. The ledger prices the new count from
+// now on.
+func (e *Engine) SetInstances(ctx context.Context, model string, n int) error {
+	m, err := e.Model(model)
+	if err != nil {
+		return err
+	}
+	if n < 1 {
+		return infergate.Errorf(infergate.EInvalid, "model %s needs at least one instance, not %d", model, n)
+	}
+	m.scale.Lock()
+	defer m.scale.Unlock()
+	for m.Instances() < n {
+		s, err := e.opt.Runtime.Open(m.cfg.Path, backend.Options{Threads: m.cfg.Threads})
+		if err != nil {
+			return fmt.Errorf("model %s: open instance: %w", model, err)
+		}
+		if m.cfg.WarmupRuns >= 0 {
+			in := SyntheticInputs(m.Info.Inputs, 1, rand.New(rand.NewPCG(1, 2)))
+			if _, err := s.Run(ctx, in); err != nil {
+				_ = s.Close()
+				return fmt.Errorf("model %s: warm up new instance: %w", model, err)
+			}
+		}
+		m.mu.Lock()
+		m.sessions = append(m.sessions, s)
+		m.mu.Unlock()
+		m.Sched.Start(s)
+		e.opt.Ledger.SetInstances(model, m.Instances())
+	}
+	for m.Instances() > n {
+		x, err := m.Sched.Retire(ctx)
+		if err != nil {
+			return fmt.Errorf("model %s: retire instance: %w", model, err)
+		}
+		m.mu.Lock()
+		for i, s := range m.sessions {
+			if batching.Executor(s) == x {
+				m.sessions = slices.Delete(m.sessions, i, i+1)
+				break
+			}
+		}
+		m.mu.Unlock()
+		e.opt.Ledger.SetInstances(model, m.Instances())
+		if s, ok := x.(backend.Session); ok {
+			if err := s.Close(); err != nil {
+				e.log.Warn("closing a retired instance", "model", model, "err", err)
+			}
+		}
+	}
+	e.log.Info("instances set", "model", model, "instances", n)
+	return nil
+}

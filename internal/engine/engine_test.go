@@ -872,3 +872,50 @@ func TestBulkInstances(t *testing.T) {
 		})
 	}
 }
+
+func TestSetInstances(t *testing.T) {
+	v := newEnv(t, &testRuntime{})
+	if err := v.e.Load(t.Context(), config.Model{Name: "m", Path: "p", Instances: 1, BulkInstances: -1, MaxBatchSize: 8, WarmupRuns: -1}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		n       int
+		want    int
+		wantErr string
+		closed  int32 // sessions closed so far
+	}{
+		{"scale up", 3, 3, "", 0},
+		{"same", 3, 3, "", 0},
+		{"scale down", 1, 1, "", 2},
+		{"zero refused", 0, 1, infergate.EInvalid, 2},
+		{"up again", 2, 2, "", 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.e.SetInstances(t.Context(), "m", tc.n)
+			if infergate.ErrorCode(err) != tc.wantErr && !(tc.wantErr == "" && err == nil) {
+				t.Fatalf("SetInstances(%d) = %v, want %q", tc.n, err, tc.wantErr)
+			}
+			if got := v.e.Instances("m"); got != tc.want {
+				t.Fatalf("%d instances, want %d", got, tc.want)
+			}
+			m, _ := v.e.Model("m")
+			if got := m.Sched.Instances(); got != tc.want {
+				t.Fatalf("scheduler has %d workers, want %d", got, tc.want)
+			}
+			if got := v.rt.closes.Load(); got != tc.closed {
+				t.Fatalf("%d sessions closed, want %d", got, tc.closed)
+			}
+		})
+	}
+	if err := v.e.SetInstances(t.Context(), "nope", 2); infergate.ErrorCode(err) != infergate.ENotFound {
+		t.Fatalf("unknown model: %v", err)
+	}
+	// The ledger prices the instance count from now on: 2 instances for
+	// 10 s (the fake clock stood still before).
+	v.clk.Advance(10 * time.Second)
+	if r := v.e.Ledger().Report(); len(r.Models) != 1 || r.Models[0].Instances != 2 || r.Models[0].ProvisionedSeconds != 20 {
+		t.Fatalf("ledger models %+v, want 2 instances provisioned 20 s", r.Models)
+	}
+}

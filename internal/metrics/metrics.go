@@ -18,6 +18,7 @@ type Metrics struct {
 	requests     *prometheus.CounterVec
 	queueTime    *prometheus.HistogramVec
 	computeTime  *prometheus.HistogramVec
+	latency      *prometheus.HistogramVec
 	batchSize    *prometheus.HistogramVec
 	inferences   *prometheus.CounterVec
 	executions   *prometheus.CounterVec
@@ -42,6 +43,9 @@ func New(reg prometheus.Registerer, pricePerHour float64) *Metrics {
 		computeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "infergate_request_compute_seconds", Help: "Execution time of the batch a request ran in.", Buckets: lat,
 		}, []string{"model", "class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "infergate_request_latency_seconds", Help: "Time in the server of requests served: queue wait plus batch execution.", Buckets: lat,
+		}, []string{"model", "class"}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "infergate_batch_size", Help: "Items per executed batch.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
 		}, []string{"model"}),
@@ -61,7 +65,7 @@ func New(reg prometheus.Registerer, pricePerHour float64) *Metrics {
 			Name: "infergate_batch_failures_total", Help: "Batches whose execution failed.",
 		}, []string{"model"}),
 	}
-	reg.MustRegister(m.requests, m.queueTime, m.computeTime, m.batchSize, m.inferences, m.executions, m.busy, m.costUSD, m.batchFailure)
+	reg.MustRegister(m.requests, m.queueTime, m.computeTime, m.latency, m.batchSize, m.inferences, m.executions, m.busy, m.costUSD, m.batchFailure)
 	return m
 }
 
@@ -72,6 +76,7 @@ func (m *Metrics) RecordRequest(model string, c infergate.Class, o batching.Outc
 	if o == batching.OutcomeOK {
 		m.queueTime.WithLabelValues(model, cl).Observe(queued.Seconds())
 		m.computeTime.WithLabelValues(model, cl).Observe(compute.Seconds())
+		m.latency.WithLabelValues(model, cl).Observe((queued + compute).Seconds())
 	}
 }
 
