@@ -285,6 +285,7 @@ func openRuntime(cfg config.Config, log *slog.Logger) (backend.Runtime, error) {
 type server struct {
 	eng  *engine.Engine
 	jobs *jobsStack
+	ctl  *control
 	http *http.Server
 	ln   net.Listener
 	log  *slog.Logger
@@ -322,18 +323,26 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 		_ = eng.Close(context.Background())
 		return nil, err
 	}
+	ctl, err := startControl(cfg, models, eng, reg, clk, log)
+	if err != nil {
+		_ = jobs.Close(10 * time.Second)
+		_ = eng.Close(context.Background())
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		ctl.Close()
 		_ = jobs.Close(10 * time.Second)
 		_ = eng.Close(context.Background())
 		return nil, err
 	}
 	h := httpapi.New(eng, reg, httpapi.Options{MaxBodyBytes: cfg.MaxBodyBytes, Version: version,
 		Limits: kserve.Limits{MaxElements: cfg.MaxTensorElements},
-		Jobs:   jobs.store, Notify: jobs.runner.Notify, Rate: jobs.runner.Rate, Clock: clk}, log)
+		Jobs:   jobs.store, Notify: jobs.runner.Notify, Rate: jobs.runner.Rate, Clock: clk,
+		Events: ctl.events, Modes: ctl.modes}, log)
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	s := &server{eng: eng, jobs: jobs, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}
+	s := &server{eng: eng, jobs: jobs, ctl: ctl, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errc <- err
@@ -374,6 +383,7 @@ func setGOMAXPROCS(models []config.Model, log *slog.Logger) {
 // schedulers drain and the sessions close.
 func (s *server) Close(ctx context.Context) error {
 	s.eng.SetReady(false)
+	s.ctl.Close()
 	err := s.http.Shutdown(ctx)
 	jerr := s.jobs.Close(15 * time.Second)
 	// The schedulers get their own budget: a slow drain of HTTP requests

@@ -21,6 +21,7 @@ import (
 
 	"github.com/infergate/infergate"
 	"github.com/infergate/infergate/internal/batching"
+	"github.com/infergate/infergate/internal/switcher"
 )
 
 // Config is the server's configuration.
@@ -97,6 +98,11 @@ type Model struct {
 	// WarmupRuns per batch size at startup, which also seed the live
 	// latency model. Optional. Defaults to 3; -1 disables warmup.
 	WarmupRuns int `yaml:"warmup_runs"`
+	// Switching turns on dynamic mode switching for the named classes
+	// (urgent, normal): the class's traffic moves between realtime and
+	// hybrid on load, latency and cost triggers, gradually, with rollback.
+	// Optional; none by default.
+	Switching map[string]switcher.Config `yaml:"switching"`
 }
 
 // Default returns the configuration used when no file is given.
@@ -314,7 +320,29 @@ func (m *Model) Validate() error {
 			return fmt.Errorf("classes.%s: %w", c, err)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(m.Switching)) {
+		if name != "urgent" && name != "normal" {
+			return fmt.Errorf("switching.%s: only urgent and normal traffic switches modes", name)
+		}
+		if err := m.Switching[name].Validate(); err != nil {
+			return fmt.Errorf("switching.%s: %w", name, err)
+		}
+	}
 	return nil
+}
+
+// SwitchingConfigs returns the switching configuration by class.
+func (m *Model) SwitchingConfigs() map[infergate.Class]switcher.Config {
+	if len(m.Switching) == 0 {
+		return nil
+	}
+	out := map[infergate.Class]switcher.Config{}
+	for name, sc := range m.Switching {
+		if c, err := infergate.ParseClass(name); err == nil {
+			out[c] = sc
+		}
+	}
+	return out
 }
 
 // RepositoryModels lists the models of a Triton-like repository folder:

@@ -398,3 +398,39 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestSwitching(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string
+	}{
+		{"ok", "switching:\n  normal:\n    slo: 50ms\n    low_rps: 100\n    high_rps: 400\n    switch_delay: 5s\n    bake_time: 3s\n    steps: [0.2, 0.5, 0.8, 1]\n", ""},
+		{"bulk", "switching:\n  bulk:\n    slo: 50ms\n", "switching.bulk: only urgent and normal"},
+		{"no slo", "switching:\n  normal:\n    low_rps: 1\n", "switching.normal: slo must be > 0"},
+		{"thresholds", "switching:\n  normal:\n    slo: 1s\n    low_rps: 500\n    high_rps: 400\n", "low_rps (500) must be below"},
+		{"unknown field", "switching:\n  normal:\n    slo: 1s\n    turbo: 1\n", "turbo"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			err := Decode([]byte("models:\n- name: m\n  path: p\n  "+strings.ReplaceAll(tc.yaml, "\n", "\n  ")), &c)
+			if err == nil {
+				err = c.Validate()
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				sc := c.Models[0].SwitchingConfigs()[infergate.ClassNormal]
+				if sc.SLO != 50*time.Millisecond || sc.HighRPS != 400 || len(sc.Steps) != 4 {
+					t.Fatalf("decoded %+v", sc)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -39,6 +39,27 @@ type Model struct {
 	scale    sync.Mutex
 	mu       sync.Mutex
 	sessions []backend.Session
+	router   atomic.Pointer[routerBox]
+}
+
+// Router routes a model's requests between serving modes (the mode
+// switcher, internal/switcher).
+type Router interface {
+	Submit(ctx context.Context, c infergate.Class, inputs []infergate.Tensor, items int, timeout time.Duration) (*batching.Response, error)
+}
+
+type routerBox struct{ r Router }
+
+// SetRouter sends the model's requests through r from now on.
+func (m *Model) SetRouter(r Router) { m.router.Store(&routerBox{r}) }
+
+// Submit runs a request through the model's router when it has one, else
+// straight into its class's queue (batching.Scheduler.Submit).
+func (m *Model) Submit(ctx context.Context, c infergate.Class, inputs []infergate.Tensor, items int, timeout time.Duration) (*batching.Response, error) {
+	if b := m.router.Load(); b != nil {
+		return b.r.Submit(ctx, c, inputs, items, timeout)
+	}
+	return m.Sched.Submit(ctx, c, inputs, items, timeout)
 }
 
 // Options configure an Engine.

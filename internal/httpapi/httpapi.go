@@ -56,6 +56,14 @@ type Options struct {
 	Clock clock.Clock
 	// MaxUploadBytes caps uploaded files (413 past it); 200 MiB when zero.
 	MaxUploadBytes int64
+
+	// Events, when not nil, serves GET /v1/events.
+	Events EventLister
+	// Modes, when not nil, returns a model's mode switcher (nil when the
+	// model has none), for GET and POST /v1/models/{model}/modes.
+	Modes func(model string) ModeController
+	// Dashboard, when not nil, serves GET / and GET /v1/dashboard.
+	Dashboard http.Handler
 }
 
 // Server holds the handlers' dependencies.
@@ -110,6 +118,11 @@ func New(eng Engine, gath prometheus.Gatherer, opt Options, log *slog.Logger) ht
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gath, promhttp.HandlerOpts{}))
 	if opt.Jobs != nil {
 		s.registerBatchRoutes(mux)
+	}
+	s.registerModeRoutes(mux)
+	if opt.Dashboard != nil {
+		mux.Handle("GET /{$}", opt.Dashboard)
+		mux.Handle("GET /v1/dashboard", opt.Dashboard)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, log, infergate.Errorf(infergate.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
@@ -274,7 +287,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, s.log, err)
 		return
 	}
-	res, err := m.Sched.Submit(r.Context(), class, req.Inputs, items, timeout)
+	res, err := m.Submit(r.Context(), class, req.Inputs, items, timeout)
 	if err != nil {
 		reuse = infergate.ErrorCode(err) != infergate.ECanceled && infergate.ErrorCode(err) != infergate.EDeadline
 		writeError(w, s.log, err)
