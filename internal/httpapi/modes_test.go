@@ -113,4 +113,3 @@ func TestModeAPI(t *testing.T) {
 		t.Fatalf("infer through the switcher: %d %s", resp.StatusCode, body)
 	}
 }
-
