@@ -64,7 +64,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&f.sloMS, "slo-ms", 100, "latency SLO in ms (goodput, SLO attainment, request timeout)")
 	fs.StringVar(&f.batches, "batch", "1,2,4,8,16,32,64", "batch size(s) for --raw, comma-separated")
 	fs.StringVar(&f.payload, "payload", "binary", "tensor encoding: json or binary")
-	fs.StringVar(&f.pattern, "pattern", "poisson", "arrival pattern: poisson, or bursty (calm at --rate, a burst at 3x for the middle third, calm)")
+	fs.StringVar(&f.pattern, "pattern", "poisson", "arrival pattern: poisson; bursty (calm at --rate, a burst at 3x for the middle third, calm); or steps:F1,F2,... (equal phases at F1 x --rate, ...)")
 	fs.StringVar(&f.mix, "mix", "", "class mix, e.g. urgent=0.1,normal=0.6,bulk=0.3 (default all normal)")
 	fs.DurationVar(&f.maxQueueDelay, "max-queue-delay", 5*time.Millisecond, "hybrid and adaptive policies' max queue delay")
 	fs.DurationVar(&f.batchTimeout, "batch-timeout", 5*time.Millisecond, "time policy's period")

@@ -107,10 +107,13 @@ type Config struct {
 	// Pattern "bursty", the calm rate.
 	Rate float64
 	// Pattern shapes the rate over the measured window: "poisson" (the
-	// default: Rate throughout) or "bursty" (calm at Rate for the first
-	// third, a burst at 3x Rate for the second, calm again for the last;
-	// the warmup is calm). Arrivals are Poisson at the rate of the moment.
+	// default: Rate throughout); "bursty" (calm at Rate for the first
+	// third, a burst at 3x Rate for the second, calm again for the last);
+	// or "steps:F1,F2,..." (equal phases at F1 x Rate, F2 x Rate, ...).
+	// The warmup runs at the first phase's rate. Arrivals are Poisson at
+	// the rate of the moment.
 	Pattern string
+	factors []float64 // Pattern's, once checked
 	// Duration is the measured window; Warmup precedes it. Requests
 	// scheduled during Warmup are sent but not counted.
 	Duration, Warmup time.Duration
@@ -195,12 +198,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Warmup < 0 {
 		return c, fmt.Errorf("loadgen: warmup must be >= 0, got %v", c.Warmup)
 	}
-	switch c.Pattern {
-	case "", "poisson", "bursty":
-	default:
-		return c, fmt.Errorf("loadgen: pattern %q: want poisson or bursty", c.Pattern)
+	fs, err := phases(c.Pattern)
+	if err != nil {
+		return c, err
 	}
-	if c.Pattern == "bursty" && c.Concurrency > 0 {
+	c.factors = fs
+	if c.Pattern != "" && c.Pattern != "poisson" && c.Concurrency > 0 {
 		return c, fmt.Errorf("loadgen: a closed loop (concurrency) has no arrival pattern")
 	}
 	switch strings.ToLower(c.Payload) {
@@ -718,21 +721,17 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 // starts again at the change, with the new rate (exact, since the process
 // has no memory).
 func nextArrival(cfg Config, offset time.Duration, rng *rand.Rand) time.Duration {
+	fs := cfg.factors
+	if fs == nil {
+		fs, _ = phases(cfg.Pattern)
+	}
 	for {
-		f := burstFactor(cfg, offset)
-		next := offset + time.Duration(rng.ExpFloat64()/(cfg.Rate*f)*float64(time.Second))
-		if cfg.Pattern != "bursty" {
+		i := phaseAt(cfg, len(fs), offset)
+		next := offset + time.Duration(rng.ExpFloat64()/(cfg.Rate*fs[i])*float64(time.Second))
+		if i == len(fs)-1 {
 			return next
 		}
-		var edge time.Duration
-		switch b1, b2 := cfg.Warmup+cfg.Duration/3, cfg.Warmup+2*cfg.Duration/3; {
-		case offset < b1:
-			edge = b1
-		case offset < b2:
-			edge = b2
-		default:
-			return next
-		}
+		edge := cfg.Warmup + cfg.Duration*time.Duration(i+1)/time.Duration(len(fs))
 		if next < edge {
 			return next
 		}
@@ -740,15 +739,45 @@ func nextArrival(cfg Config, offset time.Duration, rng *rand.Rand) time.Duration
 	}
 }
 
+// phases returns the rate factors of pattern's equal phases.
+func phases(pattern string) ([]float64, error) {
+	switch pattern {
+	case "", "poisson":
+		return []float64{1}, nil
+	case "bursty":
+		return []float64{1, 3, 1}, nil
+	}
+	spec, ok := strings.CutPrefix(pattern, "steps:")
+	if !ok {
+		return nil, fmt.Errorf("loadgen: pattern %q: want poisson, bursty or steps:F1,F2,...", pattern)
+	}
+	var out []float64
+	for _, f := range strings.Split(spec, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(v > 0) || math.IsInf(v, 0) || len(out) >= 100 {
+			return nil, fmt.Errorf("loadgen: pattern %q: want up to 100 rate factors > 0, such as steps:0.05,0.8,0.05", pattern)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// phaseAt is the phase of n at offset from the start of the run (warmup:
+// the first).
+func phaseAt(cfg Config, n int, offset time.Duration) int {
+	t := offset - cfg.Warmup
+	if t < 0 || cfg.Duration <= 0 {
+		return 0
+	}
+	return min(int(t*time.Duration(n)/cfg.Duration), n-1)
+}
+
 // burstFactor is the multiple of Rate the pattern asks for at offset from
 // the start of the run (warmup included).
 func burstFactor(cfg Config, offset time.Duration) float64 {
-	if cfg.Pattern != "bursty" {
+	fs, err := phases(cfg.Pattern)
+	if err != nil {
 		return 1
 	}
-	t := offset - cfg.Warmup
-	if t >= cfg.Duration/3 && t < 2*cfg.Duration/3 {
-		return 3
-	}
-	return 1
+	return fs[phaseAt(cfg, len(fs), offset)]
 }

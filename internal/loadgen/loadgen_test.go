@@ -624,6 +624,20 @@ func TestBurstFactor(t *testing.T) {
 	if got := burstFactor(Config{Duration: time.Second}, 500*time.Millisecond); got != 1 {
 		t.Errorf("poisson: %v", got)
 	}
+	steps := Config{Pattern: "steps:0.05,0.8,0.05", Warmup: time.Second, Duration: 3 * time.Second}
+	for _, tt := range []struct {
+		at   time.Duration
+		want float64
+	}{{0, 0.05}, {1500 * time.Millisecond, 0.05}, {2 * time.Second, 0.8}, {3 * time.Second, 0.05}, {10 * time.Second, 0.05}} {
+		if got := burstFactor(steps, tt.at); got != tt.want {
+			t.Errorf("steps at %v: %v, want %v", tt.at, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"steps:", "steps:1,x", "steps:0", "steps:-1", "steps:Inf", "steps:NaN"} {
+		if _, err := phases(bad); err == nil {
+			t.Errorf("pattern %q accepted", bad)
+		}
+	}
 	if _, err := Run(t.Context(), Config{URL: "http://127.0.0.1:1", Model: "m", Rate: 1, Duration: time.Second, Pattern: "spiky"}); err == nil {
 		t.Error("an unknown pattern was accepted")
 	}
