@@ -323,7 +323,7 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 		_ = eng.Close(context.Background())
 		return nil, err
 	}
-	ctl, err := startControl(cfg, models, eng, reg, clk, log)
+	ctl, err := startControl(cfg, models, eng, jobs.runner, reg, clk, log)
 	if err != nil {
 		_ = jobs.Close(10 * time.Second)
 		_ = eng.Close(context.Background())
@@ -339,7 +339,7 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 	h := httpapi.New(eng, reg, httpapi.Options{MaxBodyBytes: cfg.MaxBodyBytes, Version: version,
 		Limits: kserve.Limits{MaxElements: cfg.MaxTensorElements},
 		Jobs:   jobs.store, Notify: jobs.runner.Notify, Rate: jobs.runner.Rate, Clock: clk,
-		Events: ctl.events, Modes: ctl.modes}, log)
+		Events: ctl.events, Modes: ctl.modes, Dashboard: ctl.dashboard()}, log)
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	s := &server{eng: eng, jobs: jobs, ctl: ctl, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/infergate/infergate"
 	"github.com/infergate/infergate/internal/backend/fake"
+	"github.com/infergate/infergate/internal/clock"
 )
 
 // TestSubmitLaneServesInTheLanesMode: a normal request sent to the urgent
@@ -137,4 +138,36 @@ func TestRetireDropsNothing(t *testing.T) {
 	if r := <-submitAsync(s, t.Context(), infergate.ClassNormal, 1); r.err != nil {
 		t.Fatal(r.err)
 	}
+}
+
+func TestBusySecondsAndOldestWait(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	s := newSched(t, Config{Clock: clk, Policies: policies(Policy{Kind: Hybrid, MaxBatchSize: 8, MaxQueueDelay: time.Hour})}, clockedExec{clk})
+	if d := s.OldestWait(); d != 0 {
+		t.Fatalf("oldest wait with nothing queued: %v", d)
+	}
+	ch := submitAsync(s, t.Context(), infergate.ClassNormal, 1)
+	waitFor(t, "the request to queue", func() bool { return s.QueueLen(infergate.ClassNormal) == 1 })
+	clk.Advance(3 * time.Second)
+	if d := s.OldestWait(); d != 3*time.Second {
+		t.Fatalf("oldest wait %v, want 3s", d)
+	}
+	if b := s.BusySeconds(); b != 0 {
+		t.Fatalf("busy before any batch: %v", b)
+	}
+	clk.Advance(time.Hour) // the delay passes: the batch fires
+	if r := <-ch; r.err != nil {
+		t.Fatal(r.err)
+	}
+	if b := s.BusySeconds(); b != 0.002 {
+		t.Fatalf("busy %v s, want the batch's 0.002", b)
+	}
+}
+
+// clockedExec runs a batch in 2 ms of its fake clock.
+type clockedExec struct{ clk *clock.Fake }
+
+func (e clockedExec) Run(ctx context.Context, in []infergate.Tensor) ([]infergate.Tensor, error) {
+	e.clk.Advance(2 * time.Millisecond)
+	return (&fake.Session{}).Run(ctx, in)
 }

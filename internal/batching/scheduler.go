@@ -154,6 +154,9 @@ type Scheduler struct {
 	// seconds: [0] real-time batches, [1] bulk batches.
 	regBusy   [2]float64
 	regBusyAt time.Time
+	// busyTotal is the regular workers' busy time since the start, in
+	// seconds (wall time of their batches).
+	busyTotal float64
 	// lastRealtime is when the last urgent or normal request arrived.
 	lastRealtime time.Time
 	// lastArrival and arrivalGap are, per class, when the last request
@@ -387,6 +390,7 @@ func (s *Scheduler) addRegBusyLocked(now time.Time, bulk bool, busy time.Duratio
 		}
 	}
 	s.regBusyAt = now
+	s.busyTotal += busy.Seconds()
 	i := 0
 	if bulk {
 		i = 1
@@ -409,6 +413,29 @@ func signal(c chan struct{}) {
 	case c <- struct{}{}:
 	default:
 	}
+}
+
+// BusySeconds returns the regular workers' busy time since the start: the
+// wall time of the batches they ran, summed over workers.
+func (s *Scheduler) BusySeconds() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busyTotal
+}
+
+// OldestWait returns how long the oldest request queued in the urgent and
+// normal lanes has waited (0 when none is queued).
+func (s *Scheduler) OldestWait() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	var d time.Duration
+	for _, c := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
+		if s.q[c].len() > 0 {
+			d = max(d, now.Sub(s.q[c].front().enq))
+		}
+	}
+	return d
 }
 
 // QueueLen returns the number of requests queued in class c.

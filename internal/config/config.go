@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/autoscale"
 	"github.com/infergate/infergate/internal/batching"
 	"github.com/infergate/infergate/internal/switcher"
 )
@@ -103,6 +104,11 @@ type Model struct {
 	// hybrid on load, latency and cost triggers, gradually, with rollback.
 	// Optional; none by default.
 	Switching map[string]switcher.Config `yaml:"switching"`
+	// Autoscale turns on the autoscaler of the model's instances, between
+	// min_instances and max_instances on target utilization, latency and
+	// batch-job backlog. Instances is then the starting count. Optional;
+	// off by default.
+	Autoscale *autoscale.Config `yaml:"autoscale"`
 }
 
 // Default returns the configuration used when no file is given.
@@ -318,6 +324,15 @@ func (m *Model) Validate() error {
 	for _, c := range infergate.Classes {
 		if err := pols[c].Validate(m.MaxBatchSize); err != nil {
 			return fmt.Errorf("classes.%s: %w", c, err)
+		}
+	}
+	if m.Autoscale != nil {
+		a := m.Autoscale.WithDefaults()
+		if err := a.Validate(); err != nil {
+			return fmt.Errorf("autoscale: %w", err)
+		}
+		if a.MaxInstances > 64 {
+			return fmt.Errorf("autoscale: max_instances: %d: want at most 64", a.MaxInstances)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(m.Switching)) {

@@ -434,3 +434,38 @@ func TestSwitching(t *testing.T) {
 		})
 	}
 }
+
+func TestAutoscale(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string
+	}{
+		{"ok", "autoscale:\n  min_instances: 1\n  max_instances: 4\n  target_utilization: 0.6\n  scale_up_cooldown: 60s\n  slo: 50ms\n", ""},
+		{"no max", "autoscale:\n  min_instances: 1\n", "autoscale:"},
+		{"min above max", "autoscale:\n  min_instances: 5\n  max_instances: 4\n", "autoscale:"},
+		{"too many", "autoscale:\n  max_instances: 65\n", "want at most 64"},
+		{"unknown field", "autoscale:\n  max_instances: 4\n  speed: 2\n", "speed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			err := Decode([]byte("models:\n- name: m\n  path: p\n  "+strings.ReplaceAll(tc.yaml, "\n", "\n  ")), &c)
+			if err == nil {
+				err = c.Validate()
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a := c.Models[0].Autoscale; a == nil || a.MaxInstances != 4 || a.SLO != 50*time.Millisecond {
+					t.Fatalf("decoded %+v", a)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}

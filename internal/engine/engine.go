@@ -40,6 +40,43 @@ type Model struct {
 	mu       sync.Mutex
 	sessions []backend.Session
 	router   atomic.Pointer[routerBox]
+	recent   *recentLatency
+}
+
+// RecentP99 returns the p99 of the time in the server (queue and batch) of
+// the urgent and normal requests served since the last call, and how many
+// there were (0: none; the p99 is then 0).
+func (m *Model) RecentP99() (time.Duration, int) { return m.recent.p99AndReset() }
+
+// recentLatency keeps the latencies of the real-time requests served since
+// it was last read, up to a bound.
+type recentLatency struct {
+	mu  sync.Mutex
+	buf []float64 // seconds
+}
+
+// maxRecent bounds the latencies kept between reads.
+const maxRecent = 1 << 16
+
+func (r *recentLatency) add(d time.Duration) {
+	r.mu.Lock()
+	if len(r.buf) < maxRecent {
+		r.buf = append(r.buf, d.Seconds())
+	}
+	r.mu.Unlock()
+}
+
+func (r *recentLatency) p99AndReset() (time.Duration, int) {
+	r.mu.Lock()
+	buf := r.buf
+	r.buf = make([]float64, 0, len(buf))
+	r.mu.Unlock()
+	if len(buf) == 0 {
+		return 0, 0
+	}
+	slices.Sort(buf)
+	i := int(math.Ceil(0.99*float64(len(buf)))) - 1
+	return time.Duration(buf[max(i, 0)] * float64(time.Second)), len(buf)
 }
 
 // Router routes a model's requests between serving modes (the mode
@@ -180,9 +217,10 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 		}
 		log.Info("warmed up", "seconds", time.Since(start).Seconds(), "latency", lat.Points())
 	}
+	recent := &recentLatency{}
 	sched := batching.New(batching.Config{
 		Model: mc.Name, MaxBatchSize: info.MaxBatchSize, Policies: mc.Policies(), Clock: e.opt.Clock,
-		Latency: lat, Recorder: recorder{e.opt.Metrics, e.opt.Ledger}, Logger: log,
+		Latency: lat, Recorder: recorder{e.opt.Metrics, e.opt.Ledger, recent}, Logger: log,
 		WorkerInit: func() { lowerComputePriority(e.opt.ComputeNice, log) },
 	})
 	execs := make([]batching.Executor, len(sessions))
@@ -193,7 +231,7 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	for i, x := range bulk {
 		bulkExecs[i] = x
 	}
-	m := &Model{Info: info, Sched: sched, cfg: mc, sessions: sessions, bulk: bulk}
+	m := &Model{Info: info, Sched: sched, cfg: mc, sessions: sessions, bulk: bulk, recent: recent}
 	e.mu.Lock()
 	if _, dup := e.models[mc.Name]; dup {
 		e.mu.Unlock()
@@ -358,12 +396,16 @@ func SyntheticInputs(specs []infergate.TensorSpec, n int, rng *rand.Rand) []infe
 
 // recorder fans scheduler measurements out to metrics and the ledger.
 type recorder struct {
-	m *metrics.Metrics
-	l *cost.Ledger
+	m      *metrics.Metrics
+	l      *cost.Ledger
+	recent *recentLatency
 }
 
 func (r recorder) RecordRequest(model string, c infergate.Class, o batching.Outcome, queued, compute time.Duration) {
 	r.m.RecordRequest(model, c, o, queued, compute)
+	if o == batching.OutcomeOK && c != infergate.ClassBulk {
+		r.recent.add(queued + compute)
+	}
 }
 
 func (r recorder) RecordBatch(model string, b *batching.BatchInfo) {

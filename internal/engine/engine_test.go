@@ -24,6 +24,7 @@ import (
 	"github.com/infergate/infergate/internal/clock"
 	"github.com/infergate/infergate/internal/config"
 	"github.com/infergate/infergate/internal/cost"
+	"github.com/infergate/infergate/internal/metrics"
 )
 
 const ms = time.Millisecond
@@ -917,5 +918,28 @@ func TestSetInstances(t *testing.T) {
 	v.clk.Advance(10 * time.Second)
 	if r := v.e.Ledger().Report(); len(r.Models) != 1 || r.Models[0].Instances != 2 || r.Models[0].ProvisionedSeconds != 20 {
 		t.Fatalf("ledger models %+v, want 2 instances provisioned 20 s", r.Models)
+	}
+}
+
+func TestRecentP99(t *testing.T) {
+	r := &recentLatency{}
+	if d, n := r.p99AndReset(); d != 0 || n != 0 {
+		t.Fatalf("empty: %v %d", d, n)
+	}
+	for i := 1; i <= 200; i++ {
+		r.add(time.Duration(i) * time.Millisecond)
+	}
+	if d, n := r.p99AndReset(); d != 198*time.Millisecond || n != 200 {
+		t.Fatalf("p99 %v of %d, want 198ms of 200", d, n)
+	}
+	if _, n := r.p99AndReset(); n != 0 {
+		t.Fatalf("not reset: %d", n)
+	}
+	rec := recorder{m: metrics.New(prometheus.NewRegistry(), 1), l: cost.New(nil, 1), recent: r}
+	rec.RecordRequest("m", infergate.ClassBulk, batching.OutcomeOK, time.Second, 0)
+	rec.RecordRequest("m", infergate.ClassUrgent, batching.OutcomeExpired, time.Second, 0)
+	rec.RecordRequest("m", infergate.ClassNormal, batching.OutcomeOK, time.Millisecond, time.Millisecond)
+	if d, n := r.p99AndReset(); d != 2*time.Millisecond || n != 1 {
+		t.Fatalf("recorded %v of %d, want only the served normal request", d, n)
 	}
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"slices"
 	"time"
 
 	"github.com/infergate/infergate/internal/jobs"
@@ -99,4 +100,41 @@ func (r *Runner) paceLoop() {
 	for c := range r.paceQ {
 		r.cfg.Pace(c.model, c.share)
 	}
+}
+
+// Backlog is one in-progress batch job's remaining work.
+type Backlog struct {
+	BatchID   string
+	ItemsLeft int
+	// Deadline is when the job's completion window ends.
+	Deadline time.Time
+}
+
+// noteBacklog keeps, per model, the remaining work of the in-progress
+// batches, for Backlogs.
+func (r *Runner) noteBacklog(active []*jobs.Batch) {
+	out := map[string][]Backlog{}
+	for _, b := range active {
+		if b.Status != jobs.StatusInProgress || b.ExpiresAt.IsZero() {
+			continue
+		}
+		model, err := r.cfg.ModelOf(b.Endpoint)
+		if err != nil {
+			continue
+		}
+		if left := b.Total - b.Completed - b.Failed; left > 0 {
+			out[model] = append(out[model], Backlog{BatchID: b.ID, ItemsLeft: left, Deadline: b.ExpiresAt})
+		}
+	}
+	r.mu.Lock()
+	r.backlog = out
+	r.mu.Unlock()
+}
+
+// Backlogs returns the remaining work of model's in-progress batch jobs,
+// as of the runner's last look at them (the autoscaler's backlog trigger).
+func (r *Runner) Backlogs(model string) []Backlog {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.backlog[model])
 }

@@ -89,3 +89,29 @@ func TestPaceAsksForTheShareAndGivesItBack(t *testing.T) {
 		}
 	}
 }
+
+func TestBacklogs(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r, err := New(Config{Store: openStore(t, clk), Exec: newFakeExec(), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := clk.Now().Add(time.Hour)
+	r.noteBacklog([]*jobs.Batch{
+		{ID: "a", Status: jobs.StatusInProgress, Endpoint: "/v2/models/m/infer", Total: 100, Completed: 30, Failed: 10, ExpiresAt: exp},
+		{ID: "done", Status: jobs.StatusInProgress, Endpoint: "/v2/models/m/infer", Total: 5, Completed: 5, ExpiresAt: exp},
+		{ID: "fin", Status: jobs.StatusFinalizing, Endpoint: "/v2/models/m/infer", Total: 5, ExpiresAt: exp},
+		{ID: "other", Status: jobs.StatusInProgress, Endpoint: "/v2/models/n/infer", Total: 7, ExpiresAt: exp},
+	})
+	got := r.Backlogs("m")
+	if len(got) != 1 || got[0] != (Backlog{BatchID: "a", ItemsLeft: 60, Deadline: exp}) {
+		t.Fatalf("Backlogs(m) = %+v", got)
+	}
+	if got := r.Backlogs("n"); len(got) != 1 || got[0].ItemsLeft != 7 {
+		t.Fatalf("Backlogs(n) = %+v", got)
+	}
+	r.noteBacklog(nil)
+	if got := r.Backlogs("m"); len(got) != 0 {
+		t.Fatalf("after the jobs left: %+v", got)
+	}
+}

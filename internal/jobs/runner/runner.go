@@ -129,6 +129,7 @@ type Runner struct {
 	paceQ    chan paceCall          // to paceLoop
 	rates    map[string]*rateWindow
 	rng      *rand.Rand
+	backlog  map[string][]Backlog // per model, as of the last poll
 }
 
 type outcome struct {
@@ -337,6 +338,7 @@ func (r *Runner) tick(ctx, execCtx context.Context, items *sync.WaitGroup) {
 		return
 	}
 	r.forget(batches)
+	r.noteBacklog(batches)
 	r.pace(r.clk.Now(), batches)
 	for _, b := range batches {
 		if ctx.Err() != nil {
