@@ -240,6 +240,9 @@ func (e *Engine) Load(ctx context.Context, mc config.Model) error {
 	}
 	e.models[mc.Name] = m
 	e.mu.Unlock()
+	for _, x := range bulk {
+		x.Idle()
+	}
 	sched.Start(execs...)
 	sched.StartBulk(bulkExecs...)
 	// Bulk instances share the instances' cores: they are not capacity of

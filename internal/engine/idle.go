@@ -16,7 +16,11 @@ import (
 // thread wants and preempts it as soon as one does, so bulk batches use
 // exactly the capacity real-time work leaves, and a real-time batch never
 // waits for a bulk one to end. The session is opened on that thread, so
-// that threads the runtime starts for it inherit the priority.
+// that threads the runtime starts for it inherit the priority; it is opened
+// and warmed up at normal priority, and the thread drops to idle priority
+// when the executor starts serving (Idle): a saturated machine would
+// otherwise never give a starting server the CPU time to open and warm its
+// bulk sessions.
 //
 // Only the runtime call runs on the idle thread; batch formation, under
 // the scheduler's lock, stays on the worker goroutine at normal priority,
@@ -35,6 +39,8 @@ type idleCall struct {
 	ctx  context.Context //nolint:containedctx // a call message to the idle thread
 	in   []infergate.Tensor
 	done chan idleResult
+	// demote, instead of a batch, moves the thread to idle priority.
+	demote bool
 }
 
 type idleResult struct {
@@ -68,9 +74,7 @@ func newIdleExecutor(open func() (backend.Session, error), threads int, log *slo
 	go func() {
 		// Never unlocked: the thread exits with the goroutine, so that
 		// its priority never passes to other goroutines.
-		if err := IdleThread(); err != nil {
-			log.Warn("bulk instance runs at normal priority", "err", err)
-		}
+		runtime.LockOSThread()
 		sess, err := open()
 		if err != nil {
 			opened <- err
@@ -82,6 +86,13 @@ func newIdleExecutor(open func() (backend.Session, error), threads int, log *slo
 		opened <- nil
 		for c := range x.calls {
 			var r idleResult
+			if c.demote {
+				if err := setIdlePriority(); err != nil {
+					log.Warn("bulk instance runs at normal priority", "err", err)
+				}
+				c.done <- r
+				continue
+			}
 			t0, _ := threadCPUTime()
 			r.outs, r.err = sess.Run(c.ctx, c.in)
 			if x.cpuTimed {
@@ -95,6 +106,14 @@ func newIdleExecutor(open func() (backend.Session, error), threads int, log *slo
 		return nil, err
 	}
 	return x, nil
+}
+
+// Idle moves the executor's thread to idle priority, once its session is
+// open and warm.
+func (x *idleExecutor) Idle() {
+	done := make(chan idleResult, 1)
+	x.calls <- idleCall{demote: true, done: done}
+	<-done
 }
 
 // Run implements batching.Executor.
