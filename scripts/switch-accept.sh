@@ -78,6 +78,10 @@ echo "== forcing a bad switch: hybrid with max_queue_delay 200ms"
 curl -s -X POST "$URL/v1/models/mlp/modes/normal" -d '{"action":"switch","mode":"hybrid","policy":{"max_queue_delay":"200ms"}}' >"$OUT/force.json"
 wait $GEN
 curl -s "$URL/v1/events?model=mlp" >"$OUT/events.json"
+if [[ -n "${SHOT:-}" ]]; then # a screenshot of the dashboard over the whole run
+  chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --user-data-dir="$(mktemp -d)" \
+    --virtual-time-budget=8000 --window-size=1400,1500 --screenshot="$SHOT" "$URL/" 2>/dev/null || true
+fi
 python3 - "$OUT/events.json" "$START" "$PHASE" <<'PY'
 import json, sys, datetime
 evs = json.load(open(sys.argv[1]))["data"]

@@ -69,7 +69,7 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 			return time.Time{}
 		}
 	}
-	for _, rc := range [...]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal} {
+	for _, rc := range s.realtimeOrderLocked() {
 		ready, at := s.readyLocked(rc, now)
 		if ready {
 			lim := s.limitLocked(rc)
@@ -107,6 +107,22 @@ func (s *Scheduler) formOnceLocked(now time.Time, b *batch, bulkOnly bool) (wake
 	}
 	s.takeLocked(c, now, b, limit)
 	return time.Time{}
+}
+
+// realtimeOrderLocked is the order in which the urgent and normal lanes
+// are offered to a worker: urgent first, except while a mode switch routes
+// normal requests into the urgent lane (realtime mode) and the one at its
+// head is younger than the normal lane's head. Then the class's two shares
+// are served first come, first served, as one class: strict priority would
+// starve the share left in the normal lane behind its own class's other
+// share (a switch to hybrid under high load). Urgent requests queued
+// behind rerouted ones wait for them, as in any FIFO lane.
+func (s *Scheduler) realtimeOrderLocked() [2]infergate.Class {
+	u, n := &s.q[infergate.ClassUrgent], &s.q[infergate.ClassNormal]
+	if u.len() > 0 && n.len() > 0 && u.front().class == infergate.ClassNormal && n.front().enq.Before(u.front().enq) {
+		return [2]infergate.Class{infergate.ClassNormal, infergate.ClassUrgent}
+	}
+	return [2]infergate.Class{infergate.ClassUrgent, infergate.ClassNormal}
 }
 
 // spareSlotFactor bounds how much longer bulk items may make a real-time

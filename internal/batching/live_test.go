@@ -171,3 +171,47 @@ func (e clockedExec) Run(ctx context.Context, in []infergate.Tensor) ([]infergat
 	e.clk.Advance(2 * time.Millisecond)
 	return (&fake.Session{}).Run(ctx, in)
 }
+
+// TestSplitClassIsServedFIFO: while normal requests are routed to both the
+// urgent lane and their own, the older of the two heads runs first; an
+// urgent request at the urgent lane's head keeps its priority.
+func TestSplitClassIsServedFIFO(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	s := New(Config{Model: "m", MaxBatchSize: 8, Clock: clk, Policies: policies(Policy{Kind: Single})})
+	push := func(class, lane infergate.Class) *request {
+		r := &request{ctx: context.Background(), class: class, lane: lane, inputs: []infergate.Tensor{fake.Input(4, 1)}, items: 1, enq: clk.Now(), done: make(chan result, 1)}
+		if _, err := s.admit(r, 0); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Millisecond)
+		return r
+	}
+	form := func() *request {
+		var b batch
+		s.mu.Lock()
+		s.formLocked(clk.Now(), &b, false)
+		s.mu.Unlock()
+		if len(b.reqs) != 1 {
+			t.Fatalf("formed %d requests", len(b.reqs))
+		}
+		return b.reqs[0]
+	}
+	n1 := push(infergate.ClassNormal, infergate.ClassNormal)
+	r1 := push(infergate.ClassNormal, infergate.ClassUrgent)
+	n2 := push(infergate.ClassNormal, infergate.ClassNormal)
+	u1 := push(infergate.ClassUrgent, infergate.ClassUrgent)
+	for i, want := range []*request{n1, r1, u1, n2} {
+		if got := form(); got != want {
+			t.Fatalf("batch %d took the request enqueued at %v, want %v", i, got.enq, want.enq)
+		}
+	}
+	// An urgent head goes first even when a normal request is older.
+	n3 := push(infergate.ClassNormal, infergate.ClassNormal)
+	u2 := push(infergate.ClassUrgent, infergate.ClassUrgent)
+	if got := form(); got != u2 {
+		t.Fatal("an urgent request waited for an older normal one")
+	}
+	if got := form(); got != n3 {
+		t.Fatal("the normal request did not follow")
+	}
+}

@@ -73,6 +73,12 @@ type Config struct {
 	// the new share may be than the old one before the switch rolls back.
 	// Default 0.10.
 	RollbackMargin float64 `yaml:"rollback_margin" json:"rollback_margin"`
+	// TradeCostMargin replaces RollbackMargin for the cost of a switch the
+	// latency model predicts to cost more per request (to realtime at low
+	// load: latency bought with busy time, announced by a negative
+	// expected saving): the new share rolls back only when it costs this
+	// much more than expected. Default 0.5.
+	TradeCostMargin float64 `yaml:"trade_cost_margin" json:"trade_cost_margin"`
 	// RollbackHold is how long, after a rollback, the same switch is not
 	// tried again automatically. Default 60s.
 	RollbackHold time.Duration `yaml:"rollback_hold" json:"rollback_hold"`
@@ -104,6 +110,9 @@ func (c *Config) defaults() {
 	if c.RollbackHold <= 0 {
 		c.RollbackHold = 60 * time.Second
 	}
+	if c.TradeCostMargin <= 0 {
+		c.TradeCostMargin = 0.5
+	}
 	if c.MinSamples <= 0 {
 		c.MinSamples = 20
 	}
@@ -123,8 +132,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("low_rps (%g) must be below high_rps (%g)", c.LowRPS, c.HighRPS)
 	case c.SwitchDelay < 0 || c.BakeTime < 0 || c.RollbackHold < 0 || c.Tick < 0:
 		return fmt.Errorf("durations must be >= 0")
-	case c.RollbackMargin < 0 || c.CostTrigger < 0 || c.CostTrigger >= 1:
-		return fmt.Errorf("rollback_margin must be >= 0 and cost_trigger in [0, 1)")
+	case c.RollbackMargin < 0 || c.TradeCostMargin < 0 || c.CostTrigger < 0 || c.CostTrigger >= 1:
+		return fmt.Errorf("rollback_margin and trade_cost_margin must be >= 0 and cost_trigger in [0, 1)")
 	}
 	for i, s := range c.Steps {
 		if s <= 0 || s > 1 || (i > 0 && s <= c.Steps[i-1]) {
@@ -344,8 +353,10 @@ type classCtl struct {
 	forced   bool
 	restore  *batching.Policy // the target lane's policy before a forced setting
 	restoreL infergate.Class
-	expected float64 // the new mode's predicted cost per 1k (0: none)
-	oldFig   Figures // last figures of the old share with enough samples
+	// oldRate is the rate the old share was serving when oldFig was
+	// measured.
+	oldRate float64
+	oldFig  Figures // last figures of the old share with enough samples
 	// holdUntil blocks an automatic switch to holdMode after a rollback.
 	holdUntil time.Time
 	holdMode  infergate.Mode
@@ -532,6 +543,11 @@ type Prediction struct {
 // queue delay, up to its maximum), that batch's measured latency, and the
 // request's share of it priced.
 func (s *Switcher) predict(cc *classCtl, m infergate.Mode) (Prediction, bool) {
+	return s.predictAt(cc, m, cc.rate)
+}
+
+// predictAt is predict at rate requests per second (a share's).
+func (s *Switcher) predictAt(cc *classCtl, m infergate.Mode, rate float64) (Prediction, bool) {
 	lane, ok := s.laneFor(cc.class, m)
 	if !ok {
 		return Prediction{}, false
@@ -544,10 +560,17 @@ func (s *Switcher) predict(cc *classCtl, m infergate.Mode) (Prediction, bool) {
 	if p.Kind == batching.Single {
 		wait = 0
 	}
-	b := min(1+cc.rate*wait.Seconds(), float64(max(p.MaxBatchSize, 1)))
-	est, ok := s.t.Latency().Estimate(max(int(math.Round(b)), 1))
+	b := min(1+max(rate, 0)*wait.Seconds(), float64(max(p.MaxBatchSize, 1)))
+	// The mean batch is fractional: interpolate the measured latencies of
+	// the sizes either side.
+	lo := int(math.Floor(b))
+	est, ok := s.t.Latency().Estimate(lo)
 	if !ok {
 		return Prediction{}, false
+	}
+	if f := b - float64(lo); f > 0 {
+		hi, _ := s.t.Latency().Estimate(lo + 1)
+		est += time.Duration(f * float64(hi-est))
 	}
 	return Prediction{BatchSize: b, P99MS: (wait + est).Seconds() * 1e3,
 		CostPer1K: est.Seconds() / b * s.price / 3600 * 1000}, true
@@ -564,10 +587,7 @@ func (s *Switcher) startLocked(cc *classCtl, now time.Time, to infergate.Mode, t
 	fig := map[string]float64{"rate_rps": cc.rate, "low_rps": cc.low, "high_rps": cc.high,
 		"slo_ms": cc.cfg.SLO.Seconds() * 1e3, "p99_ms": cc.last.P99MS, "error_rate": cc.last.ErrorRate,
 		"cost_per_1k": cc.last.CostPer1K}
-	cc.expected = 0
-	if okT {
-		cc.expected = predTo.CostPer1K
-	}
+	cc.oldRate = cc.rate
 	if okF && okT && predFrom.CostPer1K > 0 {
 		fig["predicted_cost_per_1k_from"] = predFrom.CostPer1K
 		fig["predicted_cost_per_1k_to"] = predTo.CostPer1K
@@ -593,7 +613,16 @@ func (s *Switcher) stepLocked(cc *classCtl, now time.Time) {
 	}
 	oldF, newF := r.stats[0].figures(s.price), r.stats[1].figures(s.price)
 	if oldF.Requests >= cc.cfg.MinSamples {
-		cc.oldFig = oldF
+		cc.oldFig, cc.oldRate = oldF, (1-r.share)*cc.rate
+	}
+	// The cost the new share was expected to have: the old share's
+	// measured cost times the ratio the latency model predicts between
+	// the two at their shares of the traffic.
+	expected := 0.0
+	if pn, ok := s.predictAt(cc, cc.to, r.share*cc.rate); ok {
+		if po, ok := s.predictAt(cc, cc.mode, cc.oldRate); ok && po.CostPer1K > 0 {
+			expected = cc.oldFig.CostPer1K * pn.CostPer1K / po.CostPer1K
+		}
 	}
 	if newF.Requests < cc.cfg.MinSamples && now.Sub(r.since) < 3*cc.cfg.BakeTime {
 		return // not enough traffic yet to judge: bake longer
@@ -602,7 +631,8 @@ func (s *Switcher) stepLocked(cc *classCtl, now time.Time) {
 		"old_p99_ms": cc.oldFig.P99MS, "new_p99_ms": newF.P99MS, "old_error_rate": cc.oldFig.ErrorRate, "new_error_rate": newF.ErrorRate,
 		"old_cost_per_1k": cc.oldFig.CostPer1K, "new_cost_per_1k": newF.CostPer1K, "old_requests": float64(oldF.Requests),
 		"new_requests": float64(newF.Requests), "slo_ms": cc.cfg.SLO.Seconds() * 1e3}
-	if why := s.regression(cc, cc.oldFig, newF); why != "" && newF.Requests >= cc.cfg.MinSamples {
+	fig["expected_cost_per_1k"] = expected
+	if why := s.regression(cc, cc.oldFig, newF, expected); why != "" && newF.Requests >= cc.cfg.MinSamples {
 		s.rollbackLocked(cc, now, why, fig)
 		return
 	}
@@ -628,10 +658,14 @@ func (s *Switcher) stepLocked(cc *classCtl, now time.Time) {
 // regression compares the new share's figures with the old share's: "" if
 // the new one is not worse by more than the margin. The p99 counts only
 // above the SLO (a hybrid share may wait longer than a realtime one and
-// still meet it); the cost counts only above the new mode's predicted cost
-// too (a switch to realtime at low load announces its extra cost before it
-// starts).
-func (s *Switcher) regression(cc *classCtl, old, cur Figures) string {
+// still meet it). expected is the cost the new share was expected to have:
+// the old share's measured cost times the cost ratio the latency model
+// predicts for the two shares (0: none). When it is above the old share's
+// cost, the switch trades cost for latency by design (to realtime at low
+// load, announced before it starts), and only a cost TradeCostMargin above
+// the expected one counts: the model's prediction of a share it has not
+// yet measured under this load is good to 10-20%, not to the 10% margin.
+func (s *Switcher) regression(cc *classCtl, old, cur Figures, expected float64) string {
 	m := 1 + cc.cfg.RollbackMargin
 	slo := cc.cfg.SLO.Seconds() * 1e3
 	switch {
@@ -639,8 +673,13 @@ func (s *Switcher) regression(cc *classCtl, old, cur Figures) string {
 		return fmt.Sprintf("p99 %.1f ms over the SLO %.0f ms and more than %.0f%% above the old share's %.1f ms", cur.P99MS, slo, 100*(m-1), old.P99MS)
 	case cur.Errors > 2 && cur.ErrorRate > m*old.ErrorRate+0.001:
 		return fmt.Sprintf("error rate %.2f%% against the old share's %.2f%%", 100*cur.ErrorRate, 100*old.ErrorRate)
-	case old.CostPer1K > 0 && cur.CostPer1K > m*old.CostPer1K && cur.CostPer1K > m*cc.expected:
-		return fmt.Sprintf("cost per 1k %.6f USD against the old share's %.6f (%.6f predicted)", cur.CostPer1K, old.CostPer1K, cc.expected)
+	case expected > old.CostPer1K && old.CostPer1K > 0:
+		if cur.CostPer1K > (1+cc.cfg.TradeCostMargin)*expected {
+			return fmt.Sprintf("cost per 1k %.6f USD, more than %.0f%% over the %.6f expected (the old share's %.6f)",
+				cur.CostPer1K, 100*cc.cfg.TradeCostMargin, expected, old.CostPer1K)
+		}
+	case old.CostPer1K > 0 && cur.CostPer1K > m*old.CostPer1K:
+		return fmt.Sprintf("cost per 1k %.6f USD against the old share's %.6f (%.6f expected)", cur.CostPer1K, old.CostPer1K, expected)
 	}
 	return ""
 }

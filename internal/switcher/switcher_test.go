@@ -26,6 +26,11 @@ type fakeTarget struct {
 	batch [infergate.NumClasses]int
 	fail  [infergate.NumClasses]error
 	calls [infergate.NumClasses]int
+	// A lane's batch holds one request and the arrivals in its queue delay
+	// at the lane's rate (its share so far this second of the rate set by
+	// the harness), as a real lane would.
+	cur  [infergate.NumClasses]float64
+	rate float64
 }
 
 func newFakeTarget() *fakeTarget {
@@ -38,7 +43,6 @@ func newFakeTarget() *fakeTarget {
 		f.lat.Observe(n, time.Millisecond+time.Duration(n)*100*time.Microsecond)
 	}
 	f.queue = [infergate.NumClasses]time.Duration{100 * time.Microsecond, 3 * time.Millisecond, 10 * time.Millisecond}
-	f.batch = [infergate.NumClasses]int{1, 8, 64}
 	return f
 }
 
@@ -49,7 +53,13 @@ func (f *fakeTarget) SubmitLane(_ context.Context, _, lane infergate.Class, _ []
 	if err := f.fail[lane]; err != nil {
 		return nil, err
 	}
+	f.cur[lane]++
 	n := f.batch[lane]
+	if n == 0 {
+		p := f.pol[lane]
+		laneRate := f.rate * f.cur[lane] / (f.cur[0] + f.cur[1] + f.cur[2])
+		n = min(max(int(math.Round(1+laneRate*p.MaxQueueDelay.Seconds())), 1), p.MaxBatchSize)
+	}
 	compute, _ := f.lat.Estimate(n)
 	return &batching.Response{Queued: f.queue[lane], Compute: compute, BatchSize: n}, nil
 }
@@ -74,6 +84,13 @@ func (f *fakeTarget) set(fn func(f *fakeTarget)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn(f)
+}
+
+// second starts a second of arrivals at rate.
+func (f *fakeTarget) second(rate float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rate, f.cur = rate, [infergate.NumClasses]float64{}
 }
 
 func (f *fakeTarget) lanes() [infergate.NumClasses]int {
@@ -114,6 +131,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 func (h *harness) run(rps int, d time.Duration) {
 	h.t.Helper()
 	for range int(d / time.Second) {
+		h.f.second(float64(rps))
 		for range rps {
 			_, _ = h.sw.Submit(h.t.Context(), infergate.ClassNormal, nil, 1, 0)
 		}
@@ -149,6 +167,9 @@ func TestLoadStepsSwitchGraduallyWithoutFlapping(t *testing.T) {
 	}
 	h.run(800, 60*time.Second) // 80%
 	if m := h.mode(); m != infergate.ModeHybrid {
+		for _, e := range h.ev.List(0, 0, "") {
+			t.Logf("%s %s %v %s", e.Kind, e.To, e.Figures, e.Message)
+		}
 		t.Fatalf("mode at high load %s, events %v", m, h.kinds())
 	}
 	h.run(50, 60*time.Second) // back to 5%
@@ -241,15 +262,15 @@ func TestRegression(t *testing.T) {
 		{"errors", Figures{Requests: 100, Errors: 5, ErrorRate: 0.05, P99MS: 2, CostPer1K: 1}, 1, true},
 		{"a stray error", Figures{Requests: 10000, Errors: 1, ErrorRate: 0.0001, P99MS: 2, CostPer1K: 1}, 1, false},
 		{"dearer, nothing predicted", Figures{Requests: 100, P99MS: 2, CostPer1K: 1.2}, 0, true},
-		{"dearer than old and predicted", Figures{Requests: 100, P99MS: 2, CostPer1K: 1.2}, 1, true},
-		{"dearer as predicted", Figures{Requests: 100, P99MS: 2, CostPer1K: 1.8}, 1.7, false},
-		{"dearer than predicted", Figures{Requests: 100, P99MS: 2, CostPer1K: 2}, 1.7, true},
+		{"dearer than old, cheaper predicted", Figures{Requests: 100, P99MS: 2, CostPer1K: 1.2}, 0.5, true},
+		{"dearer as predicted (a trade)", Figures{Requests: 100, P99MS: 2, CostPer1K: 1.8}, 1.7, false},
+		{"a trade, 40% over the prediction", Figures{Requests: 100, P99MS: 2, CostPer1K: 2.38}, 1.7, false},
+		{"a trade, 60% over the prediction", Figures{Requests: 100, P99MS: 2, CostPer1K: 2.72}, 1.7, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cc.expected = tc.expected
-			if got := sw.regression(cc, old, tc.cur) != ""; got != tc.bad {
-				t.Fatalf("regression = %v, want %v (%q)", got, tc.bad, sw.regression(cc, old, tc.cur))
+			if got := sw.regression(cc, old, tc.cur, tc.expected) != ""; got != tc.bad {
+				t.Fatalf("regression = %v, want %v (%q)", got, tc.bad, sw.regression(cc, old, tc.cur, tc.expected))
 			}
 		})
 	}
