@@ -731,11 +731,14 @@ func nextArrival(cfg Config, offset time.Duration, rng *rand.Rand) time.Duration
 		if i == len(fs)-1 {
 			return next
 		}
-		edge := cfg.Warmup + cfg.Duration*time.Duration(i+1)/time.Duration(len(fs))
+		// The first offset of the next phase: rounded up, so that phaseAt
+		// puts it there (a truncated edge would stay in phase i forever).
+		n := time.Duration(len(fs))
+		edge := cfg.Warmup + (cfg.Duration*time.Duration(i+1)+n-1)/n
 		if next < edge {
 			return next
 		}
-		offset = edge
+		offset = max(edge, offset+1)
 	}
 }
 

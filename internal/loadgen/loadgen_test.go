@@ -633,6 +633,21 @@ func TestBurstFactor(t *testing.T) {
 			t.Errorf("steps at %v: %v, want %v", tt.at, got, tt.want)
 		}
 	}
+	// Phase edges that do not fall on whole nanoseconds (4 s in thirds,
+	// 7 s in sevenths) must still be crossed.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, c := range []Config{{Pattern: "bursty", Rate: 1000, Warmup: time.Second, Duration: 4 * time.Second},
+		{Pattern: "steps:1,2,3,4,5,6,7", Rate: 1000, Duration: 7 * time.Second}} {
+		c.factors, _ = phases(c.Pattern)
+		n, at := 0, time.Duration(0)
+		for at < c.Warmup+c.Duration {
+			at = nextArrival(c, at, rng)
+			n++
+		}
+		if n < 1000 {
+			t.Errorf("%s: %d arrivals over %v at >= 1000/s", c.Pattern, n, c.Duration)
+		}
+	}
 	for _, bad := range []string{"steps:", "steps:1,x", "steps:0", "steps:-1", "steps:Inf", "steps:NaN"} {
 		if _, err := phases(bad); err == nil {
 			t.Errorf("pattern %q accepted", bad)
