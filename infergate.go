@@ -158,6 +158,8 @@ type ModelInfo struct {
 // status code in one place.
 const (
 	EInvalid     = "invalid"       // 400: malformed or inconsistent input
+	EUnauth      = "unauthorized"  // 401: missing or unknown API key
+	EForbidden   = "forbidden"     // 403: the key's role may not do this
 	ENotFound    = "not_found"     // 404: unknown model, file or job
 	EConflict    = "conflict"      // 409: state conflict
 	ETooLarge    = "too_large"     // 413: body or tensor too large

@@ -36,6 +36,7 @@ import (
 // serveFlags are the flags shared by serve and the in-process bench.
 type serveFlags struct {
 	configPath, addr, dataDir, runtime, ortLib, repo, logLevel string
+	apiKey                                                     string
 	price                                                      float64
 	instances, threads, maxBatch, computeNice, bulkInstances   int
 	checkConfig                                                bool
@@ -56,6 +57,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxBatch, "max-batch", 0, "max batch size of the default model (default 64)")
 	fs.IntVar(&f.computeNice, "compute-nice", -1, "nice value of compute threads (Linux; default 0: unchanged)")
 	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration and exit")
+	fs.StringVar(&f.apiKey, "api-key", "", "an admin API key required on every route but the health checks, in addition to the config's api_keys (default: none; then loopback only)")
 }
 
 // load builds the configuration: defaults, then the file, then flags.
@@ -87,6 +89,9 @@ func (f *serveFlags) load() (config.Config, error) {
 	}
 	if f.computeNice >= 0 {
 		cfg.ComputeNice = f.computeNice
+	}
+	if f.apiKey != "" {
+		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{Name: "admin", Key: f.apiKey, Role: "admin"})
 	}
 	return cfg, cfg.Validate()
 }
@@ -329,7 +334,7 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 		_ = eng.Close(context.Background())
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", listenAddr(cfg, log))
 	if err != nil {
 		ctl.Close()
 		_ = jobs.Close(10 * time.Second)
@@ -339,7 +344,7 @@ func startServer(ctx context.Context, cfg config.Config, models []config.Model, 
 	h := httpapi.New(eng, reg, httpapi.Options{MaxBodyBytes: cfg.MaxBodyBytes, Version: version,
 		Limits: kserve.Limits{MaxElements: cfg.MaxTensorElements},
 		Jobs:   jobs.store, Notify: jobs.runner.Notify, Rate: jobs.runner.Rate, Clock: clk,
-		Events: ctl.events, Modes: ctl.modes, Dashboard: ctl.dashboard()}, log)
+		Events: ctl.events, Modes: ctl.modes, Dashboard: ctl.dashboard(), APIKeys: apiKeys(cfg)}, log)
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	s := &server{eng: eng, jobs: jobs, ctl: ctl, http: hs, ln: ln, log: log, errc: make(chan error, 1), reg: reg}
@@ -448,4 +453,30 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		_ = pf.Close()
 	}, nil
+}
+
+// listenAddr is the configured address, moved to loopback when no API key
+// is configured: an open server must not be reachable from other machines.
+func listenAddr(cfg config.Config, log *slog.Logger) string {
+	if len(cfg.APIKeys) > 0 {
+		return cfg.Addr
+	}
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return cfg.Addr // net.Listen reports it
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return cfg.Addr
+	}
+	log.Warn("no API key configured: listening on loopback only; set api_keys or --api-key to serve other machines", "configured", cfg.Addr)
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// apiKeys converts the configured keys for the HTTP layer.
+func apiKeys(cfg config.Config) []httpapi.APIKey {
+	out := make([]httpapi.APIKey, 0, len(cfg.APIKeys))
+	for _, k := range cfg.APIKeys {
+		out = append(out, httpapi.APIKey{Name: k.Name, Key: k.Key, Role: httpapi.Role(k.Role)})
+	}
+	return out
 }

@@ -66,9 +66,25 @@ type Config struct {
 	// completion window (on top of the bulk instances): the ceiling of what
 	// it may take from real-time work. Optional. Defaults to 0.5; 0..1.
 	BulkGuaranteedShare float64 `yaml:"bulk_guaranteed_share"`
+	// APIKeys, when set, are required on every route but the health
+	// checks: a missing or unknown key is 401, a user key on an operator
+	// route (metrics, dashboard, events, cost, plan, modes) 403. Files and
+	// batches belong to the name of the key that made them; another key
+	// gets 404. Without keys the server listens on loopback only.
+	APIKeys []APIKey `yaml:"api_keys"`
 	// Models are served in addition to the repository's. With neither,
 	// the reference model is generated and served as "mlp".
 	Models []Model `yaml:"models"`
+}
+
+// APIKey is one accepted API key.
+type APIKey struct {
+	// Name identifies the key's holder, the owner of what it creates.
+	Name string `yaml:"name"`
+	// Key is the secret sent as "Authorization: Bearer KEY".
+	Key string `yaml:"key"`
+	// Role is user (default) or admin.
+	Role string `yaml:"role"`
 }
 
 // Model configures one served model.
@@ -279,6 +295,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxTensorElements < 1 {
 		return fmt.Errorf("max_tensor_elements: %d: must be >= 1", c.MaxTensorElements)
+	}
+	names, keys := map[string]bool{}, map[string]bool{}
+	for i, k := range c.APIKeys {
+		switch {
+		case k.Name == "" || names[k.Name]:
+			return fmt.Errorf("api_keys[%d].name: %q: must be set and unique", i, k.Name)
+		case len(k.Key) < 16 || keys[k.Key]:
+			return fmt.Errorf("api_keys[%d].key: must be unique and at least 16 characters", i)
+		case k.Role != "" && k.Role != "user" && k.Role != "admin":
+			return fmt.Errorf("api_keys[%d].role: %q: want user or admin", i, k.Role)
+		}
+		names[k.Name], keys[k.Key] = true, true
 	}
 	seen := map[string]bool{}
 	for i := range c.Models {

@@ -469,3 +469,30 @@ func TestAutoscale(t *testing.T) {
 		})
 	}
 }
+
+func TestAPIKeys(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string
+	}{
+		{"ok", "api_keys:\n- {name: a, key: 0123456789abcdef}\n- {name: ops, key: 0123456789abcdeg, role: admin}\n", ""},
+		{"short key", "api_keys:\n- {name: a, key: short}\n", "at least 16"},
+		{"same key twice", "api_keys:\n- {name: a, key: 0123456789abcdef}\n- {name: b, key: 0123456789abcdef}\n", "unique"},
+		{"same name twice", "api_keys:\n- {name: a, key: 0123456789abcdef}\n- {name: a, key: 0123456789abcdeg}\n", "name"},
+		{"no name", "api_keys:\n- {key: 0123456789abcdef}\n", "name"},
+		{"bad role", "api_keys:\n- {name: a, key: 0123456789abcdef, role: root}\n", "want user or admin"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			err := Decode([]byte(tc.yaml), &c)
+			if err == nil {
+				err = c.Validate()
+			}
+			if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -68,8 +68,14 @@ func (s *Server) registerBatchRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/batches/{id}/cancel", s.cancelBatch)
 }
 
-// owner returns the tenant of a request; "" until API keys exist.
-func (s *Server) owner(*http.Request) string { return "" }
+// owner returns the tenant of a request: the name of its API key, or ""
+// when the server has no keys.
+func (s *Server) owner(r *http.Request) string {
+	if p, ok := r.Context().Value(principalKey{}).(principal); ok {
+		return p.name
+	}
+	return ""
+}
 
 // writeOpenAIError answers err in OpenAI's error shape, logging server
 // errors first.

@@ -16,6 +16,10 @@ func statusOf(code string) int {
 	switch code {
 	case infergate.EInvalid:
 		return http.StatusBadRequest
+	case infergate.EUnauth:
+		return http.StatusUnauthorized
+	case infergate.EForbidden:
+		return http.StatusForbidden
 	case infergate.ENotFound:
 		return http.StatusNotFound
 	case infergate.EConflict:

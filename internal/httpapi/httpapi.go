@@ -64,6 +64,10 @@ type Options struct {
 	Modes func(model string) ModeController
 	// Dashboard, when not nil, serves GET / and GET /v1/dashboard.
 	Dashboard http.Handler
+	// APIKeys, when not empty, are the keys every route but the health
+	// checks requires (see authenticate); files and batches belong to the
+	// key that made them.
+	APIKeys []APIKey
 }
 
 // Server holds the handlers' dependencies.
@@ -78,6 +82,7 @@ type Server struct {
 	// planning is held by the one POST /v1/plan allowed at a time: a plan
 	// simulates on the serving machine.
 	planning sync.Mutex
+	keys     keyring
 }
 
 // maxPooledBody is the largest request or response buffer kept for reuse,
@@ -98,7 +103,7 @@ func New(eng Engine, gath prometheus.Gatherer, opt Options, log *slog.Logger) ht
 	if opt.MaxBodyBytes == 0 {
 		opt.MaxBodyBytes = 64 << 20
 	}
-	s := &Server{eng: eng, opt: opt, log: log, gath: gath}
+	s := &Server{eng: eng, opt: opt, log: log, gath: gath, keys: newKeyring(opt.APIKeys)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]bool{"live": true}) })
 	mux.HandleFunc("GET /v2/health/ready", s.ready)
@@ -127,7 +132,7 @@ func New(eng Engine, gath prometheus.Gatherer, opt Options, log *slog.Logger) ht
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, log, infergate.Errorf(infergate.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return s.authenticate(mux)
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {

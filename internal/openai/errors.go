@@ -38,6 +38,10 @@ func StatusAndType(err error) (int, string) {
 	switch infergate.ErrorCode(err) {
 	case infergate.EInvalid:
 		return http.StatusBadRequest, TypeInvalidRequest
+	case infergate.EUnauth:
+		return http.StatusUnauthorized, TypeInvalidRequest
+	case infergate.EForbidden:
+		return http.StatusForbidden, TypeInvalidRequest
 	case infergate.ENotFound:
 		return http.StatusNotFound, TypeInvalidRequest
 	case infergate.EConflict:
