@@ -131,6 +131,8 @@ func (e *apiError) Error() string {
 type batchClient struct {
 	base string
 	hc   *http.Client
+	// key, from INFERGATE_API_KEY, is sent as a bearer token when set.
+	key string
 }
 
 func newBatchClient(base string) (*batchClient, error) {
@@ -138,7 +140,7 @@ func newBatchClient(base string) (*batchClient, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("--url %q: want http://HOST:PORT", base)
 	}
-	return &batchClient{base: strings.TrimRight(base, "/"), hc: &http.Client{}}, nil
+	return &batchClient{base: strings.TrimRight(base, "/"), hc: &http.Client{}, key: os.Getenv("INFERGATE_API_KEY")}, nil
 }
 
 // send makes a request and returns the response when it is a 2xx; any
@@ -150,6 +152,9 @@ func (c *batchClient) send(ctx context.Context, method, path string, body io.Rea
 	}
 	for k, v := range header {
 		req.Header[k] = v
+	}
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -232,5 +234,34 @@ func TestBatchProgressLine(t *testing.T) {
 	}
 	if got := progressLine(b, -1, now); !strings.Contains(got, "- items/s ETA ?") {
 		t.Fatalf("unknown rate: %q", got)
+	}
+}
+
+func TestBatchClientSendsAPIKey(t *testing.T) {
+	for _, key := range []string{"", "k-0123456789abcdef"} {
+		t.Setenv("INFERGATE_API_KEY", key)
+		var got string
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got = r.Header.Get("Authorization")
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"object":"list","data":[],"has_more":false}`))
+		}))
+		c, err := newBatchClient(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.send(t.Context(), http.MethodGet, "/v1/batches", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		srv.Close()
+		want := ""
+		if key != "" {
+			want = "Bearer " + key
+		}
+		if got != want {
+			t.Errorf("with INFERGATE_API_KEY=%q the client sent Authorization %q, want %q", key, got, want)
+		}
 	}
 }
