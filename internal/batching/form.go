@@ -2,6 +2,7 @@ package batching
 
 import (
 	"context"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -373,14 +374,7 @@ func sameItemShape(a, b *request) bool {
 func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, bulkOnly bool) {
 	inputs, release := s.concat(b)
 	start := s.clock.Now()
-	var outs []infergate.Tensor
-	var err error
-	var busy time.Duration
-	if te, ok := e.(TimedExecutor); ok {
-		outs, busy, err = te.RunTimed(ctx, inputs)
-	} else {
-		outs, err = e.Run(ctx, inputs)
-	}
+	outs, busy, err := s.run(ctx, e, inputs)
 	end := s.clock.Now()
 	release()
 	wall := end.Sub(start)
@@ -427,6 +421,16 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 		info.Batch1 = d
 	}
 	s.rec.RecordBatch(s.cfg.Model, info)
+	if err != nil && len(b.reqs) > 1 {
+		// One bad request must not fail its batch-mates: run each alone,
+		// so that only the ones that fail by themselves fail.
+		s.log.Warn("batch failed; running its requests one by one", "instance", id, "requests", len(b.reqs), "err", err)
+		for _, r := range b.reqs {
+			one := batch{reqs: []*request{r}, items: r.items}
+			s.execute(ctx, id, e, &one, bulkOnly)
+		}
+		return
+	}
 	off := 0
 	for _, r := range b.reqs {
 		queued := start.Sub(r.enq)
@@ -442,6 +446,23 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, wall)
 		r.done <- result{resp: resp}
 	}
+}
+
+// run executes one batch on e, turning a panic of the runtime into an
+// error: a model that crashes on some input must not take the server
+// down. busy is the executor's own measure (0: none).
+func (s *Scheduler) run(ctx context.Context, e Executor, inputs []infergate.Tensor) (outs []infergate.Tensor, busy time.Duration, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("runtime panicked", "panic", v, "stack", string(debug.Stack()))
+			outs, busy, err = nil, 0, infergate.Errorf(infergate.EInternal, "the runtime panicked: %v", v)
+		}
+	}()
+	if te, ok := e.(TimedExecutor); ok {
+		return te.RunTimed(ctx, inputs)
+	}
+	outs, err = e.Run(ctx, inputs)
+	return outs, 0, err
 }
 
 // runError is what a request hears of a failed batch: a runtime's own

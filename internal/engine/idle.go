@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/infergate/infergate"
@@ -94,7 +95,7 @@ func newIdleExecutor(open func() (backend.Session, error), threads int, log *slo
 				continue
 			}
 			t0, _ := threadCPUTime()
-			r.outs, r.err = sess.Run(c.ctx, c.in)
+			r.outs, r.err = runRecover(c.ctx, sess, c.in)
 			if x.cpuTimed {
 				t1, _ := threadCPUTime()
 				r.busy = t1 - t0
@@ -139,4 +140,16 @@ func (x *idleExecutor) Session() backend.Session { return x.sess }
 func (x *idleExecutor) Close() error {
 	close(x.calls)
 	return x.sess.Close()
+}
+
+// runRecover runs a batch on sess, turning a panic into an error: on the
+// idle thread no caller's recover could catch it, and the process would
+// die.
+func runRecover(ctx context.Context, sess backend.Session, in []infergate.Tensor) (outs []infergate.Tensor, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = infergate.Errorf(infergate.EInternal, "the runtime panicked: %v\n%s", v, debug.Stack())
+		}
+	}()
+	return sess.Run(ctx, in)
 }
