@@ -163,6 +163,7 @@ const (
 	ENotFound    = "not_found"     // 404: unknown model, file or job
 	EConflict    = "conflict"      // 409: state conflict
 	ETooLarge    = "too_large"     // 413: body or tensor too large
+	EUnsupported = "unsupported"   // 415: a body encoding the server does not take
 	EUnprocess   = "unprocessable" // 422: well-formed but cannot be served
 	EOverloaded  = "overloaded"    // 429: queue full or shed; retry later
 	EDeadline    = "deadline"      // 504: deadline passed before execution

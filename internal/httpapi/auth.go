@@ -85,6 +85,20 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
+// refuseEncoded answers 415 to a request body with a content encoding
+// (gzip, deflate, ...): infergate never decompresses bodies, so a
+// compressed body cannot expand past the body limits (no gzip bombs), and
+// it is refused with a clear error instead of failing to parse.
+func (s *Server) refuseEncoded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+			s.writeRouteError(w, r, infergate.Errorf(infergate.EUnsupported, "Content-Encoding %q is not accepted: send the body uncompressed", enc))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // requestKey extracts the key of a request ("" when none).
 func requestKey(r *http.Request) string {
 	h := r.Header.Get("Authorization")

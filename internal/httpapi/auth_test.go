@@ -160,3 +160,17 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatalf("basic auth: %d %s", status, b)
 	}
 }
+
+func TestCompressedBodiesRefused(t *testing.T) {
+	srv := newServer(t, nil, nil)
+	for _, tc := range []struct {
+		enc  string
+		want int
+	}{{"gzip", 415}, {"deflate", 415}, {"br", 415}, {"identity", 200}} {
+		resp, b := post(t, srv.URL+"/v2/models/sum/infer", []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`),
+			map[string]string{"Content-Encoding": tc.enc})
+		if resp.StatusCode != tc.want || !json.Valid(b) {
+			t.Errorf("Content-Encoding %s: %d %s, want %d", tc.enc, resp.StatusCode, b, tc.want)
+		}
+	}
+}

@@ -26,6 +26,8 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	case infergate.ETooLarge:
 		return http.StatusRequestEntityTooLarge
+	case infergate.EUnsupported:
+		return http.StatusUnsupportedMediaType
 	case infergate.EUnprocess:
 		return http.StatusUnprocessableEntity
 	case infergate.EOverloaded:

@@ -132,7 +132,7 @@ func New(eng Engine, gath prometheus.Gatherer, opt Options, log *slog.Logger) ht
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, log, infergate.Errorf(infergate.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
-	return s.authenticate(mux)
+	return s.authenticate(s.refuseEncoded(mux))
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {

@@ -48,6 +48,8 @@ func StatusAndType(err error) (int, string) {
 		return http.StatusConflict, TypeInvalidRequest
 	case infergate.ETooLarge:
 		return http.StatusRequestEntityTooLarge, TypeInvalidRequest
+	case infergate.EUnsupported:
+		return http.StatusUnsupportedMediaType, TypeInvalidRequest
 	case infergate.EUnprocess:
 		return http.StatusUnprocessableEntity, TypeInvalidRequest
 	case infergate.ECanceled:
