@@ -414,14 +414,22 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 	// A bulk-only worker's batches yield to real-time work: their wall time
 	// counts the preemptions, and only a self-measured busy time says how
 	// long the batch itself takes.
-	if err == nil && (selfTimed || !bulkOnly) {
+	// A stalled batch (a runtime that hung and came back) says nothing
+	// about how long a batch takes: left out, it cannot make admission
+	// refuse everything once the runtime has recovered.
+	stalled := false
+	if est, ok := s.lat.Estimate(b.items); ok && busy > max(StallFloor, StallFactor*est) {
+		stalled = true
+		s.log.Warn("a batch ran past the stall limit; not counted in the latency model", "instance", id, "items", b.items, "took", busy, "estimate", est)
+	}
+	if err == nil && (selfTimed || !bulkOnly) && !stalled {
 		s.lat.Observe(b.items, busy)
 	}
 	if d, ok := s.lat.Estimate(1); ok && s.lat.Measured(1) {
 		info.Batch1 = d
 	}
 	s.rec.RecordBatch(s.cfg.Model, info)
-	if err != nil && len(b.reqs) > 1 {
+	if err != nil && len(b.reqs) > 1 && isolatable(err) {
 		// One bad request must not fail its batch-mates: run each alone,
 		// so that only the ones that fail by themselves fail.
 		s.log.Warn("batch failed; running its requests one by one", "instance", id, "requests", len(b.reqs), "err", err)
@@ -465,13 +473,29 @@ func (s *Scheduler) run(ctx context.Context, e Executor, inputs []infergate.Tens
 	return outs, 0, err
 }
 
+// isolatable reports whether a failed batch may be the fault of one of
+// its requests, so that running them one by one can save the others: an
+// input the runtime rejects, or a runtime failure (a crash on some input).
+// A remote backend that is unavailable or too slow would fail them all
+// again, one call each.
+func isolatable(err error) bool {
+	switch infergate.ErrorCode(err) {
+	case infergate.EUnavailable, infergate.EDeadline, infergate.ECanceled, infergate.EOverloaded:
+		return false
+	}
+	return true
+}
+
 // runError is what a request hears of a failed batch: a runtime's own
 // input complaint (a shape it cannot compute, say) is the request's
-// problem, 422; anything else is an internal error.
+// problem, 422; an unavailable or slow remote backend is said as such (503,
+// 504); anything else is an internal error.
 func runError(err error) error {
 	switch infergate.ErrorCode(err) {
 	case infergate.EInvalid, infergate.EUnprocess:
 		return &infergate.Error{Code: infergate.EUnprocess, Message: "the model cannot run this input: " + infergate.ErrorMessage(err), Err: err}
+	case infergate.EUnavailable, infergate.EDeadline:
+		return &infergate.Error{Code: infergate.ErrorCode(err), Message: "model execution failed: " + infergate.ErrorMessage(err), Err: err}
 	}
 	return &infergate.Error{Code: infergate.EInternal, Message: "model execution failed", Err: err}
 }

@@ -3,6 +3,7 @@ package batching
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -104,7 +105,10 @@ type request struct {
 	items    int
 	enq      time.Time
 	deadline time.Time // zero: none
-	done     chan result
+	// expires: the deadline is enforced (its lane's timeout action is
+	// reject), so Submit gives up at it even if no worker looks.
+	expires bool
+	done    chan result
 }
 
 type result struct {
@@ -168,6 +172,9 @@ type Scheduler struct {
 	// has set.
 	aimdMax [infergate.NumClasses]int
 
+	// running holds, per worker id, the batch it is executing.
+	running map[int]running
+
 	kick     chan struct{}
 	kickBulk chan struct{}
 	stop     chan struct{}
@@ -180,7 +187,7 @@ type Scheduler struct {
 func New(cfg Config) *Scheduler {
 	s := &Scheduler{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, rec: cfg.Recorder, lat: cfg.Latency,
 		kick: make(chan struct{}, 1), kickBulk: make(chan struct{}, 1), stop: make(chan struct{}),
-		retired: make(chan Executor, 64)}
+		retired: make(chan Executor, 64), running: map[int]running{}}
 	if s.clock == nil {
 		s.clock = clock.Real{}
 	}
@@ -415,6 +422,37 @@ func signal(c chan struct{}) {
 	}
 }
 
+type running struct {
+	start time.Time
+	items int
+}
+
+// Stall thresholds: a batch has stalled once it has run StallFactor times
+// its measured latency, and at least StallFloor.
+const (
+	StallFactor = 20
+	StallFloor  = time.Second
+)
+
+// Stalled reports whether a worker has been executing one batch for far
+// longer than the latency model says it takes (see StallFactor): a hung
+// runtime. The engine reports the server not ready while it is.
+func (s *Scheduler) Stalled() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	for id, r := range s.running {
+		limit := StallFloor
+		if est, ok := s.lat.Estimate(r.items); ok {
+			limit = max(limit, StallFactor*est)
+		}
+		if d := now.Sub(r.start); d > limit {
+			return true, fmt.Sprintf("instance %d has run a batch of %d for %s (limit %s)", id, r.items, d.Round(time.Millisecond), limit)
+		}
+	}
+	return false, ""
+}
+
 // BusySeconds returns the regular workers' busy time since the start: the
 // wall time of the batches they ran, summed over workers.
 func (s *Scheduler) BusySeconds() float64 {
@@ -499,6 +537,15 @@ func (s *Scheduler) SubmitLane(ctx context.Context, c, lane infergate.Class, inp
 		s.rec.RecordRequest(s.cfg.Model, c, OutcomeRejected, 0, 0)
 		return nil, err
 	}
+	// The deadline holds even when no worker comes (all of them stuck in
+	// a hung runtime): a queued request expires at it, and one whose
+	// batch is running gets as long again before it is given up.
+	var expiry <-chan time.Time
+	if r.expires {
+		t := s.clock.NewTimer(r.deadline.Sub(now))
+		defer func() { t.Stop() }()
+		expiry = t.C()
+	}
 	if bulkLane {
 		signal(s.kickBulk)
 	} else {
@@ -509,10 +556,31 @@ func (s *Scheduler) SubmitLane(ctx context.Context, c, lane infergate.Class, inp
 			signal(s.kickBulk)
 		}
 	}
-	select {
-	case res := <-r.done:
-		return res.resp, res.err
-	case <-ctx.Done():
+	for waited := false; ; {
+		select {
+		case res := <-r.done:
+			return res.resp, res.err
+		case <-ctx.Done():
+		case <-expiry:
+			s.mu.Lock()
+			if s.q[lane].remove(r) {
+				s.total--
+				s.mu.Unlock()
+				s.rec.RecordRequest(s.cfg.Model, c, OutcomeExpired, s.clock.Now().Sub(r.enq), 0)
+				return nil, infergate.Errorf(infergate.EDeadline, "request timed out after %s in the %s queue", r.deadline.Sub(r.enq), lane)
+			}
+			s.mu.Unlock()
+			if !waited {
+				waited = true
+				t := s.clock.NewTimer(r.deadline.Sub(r.enq))
+				defer t.Stop()
+				expiry = t.C()
+				continue
+			}
+			s.rec.RecordRequest(s.cfg.Model, c, OutcomeExpired, s.clock.Now().Sub(r.enq), 0)
+			return nil, infergate.Errorf(infergate.EDeadline, "request timed out: its batch has run for more than its whole timeout (%s); the runtime may be hung", r.deadline.Sub(r.enq))
+		}
+		break
 	}
 	// The client is gone. Take the request out of its queue if it is
 	// still there; a worker that already took it drops the result.
@@ -549,6 +617,7 @@ func (s *Scheduler) admit(r *request, timeout time.Duration) (bulkLane bool, err
 	}
 	if timeout > 0 {
 		r.deadline = r.enq.Add(timeout)
+		r.expires = s.pol[r.lane].TimeoutAction == Reject
 	}
 	c := r.lane
 	bulkLane = c == infergate.ClassBulk && s.bulkWorkers > 0 && s.bulkShare == 0
@@ -679,6 +748,9 @@ func (s *Scheduler) worker(id int, e Executor, bulkOnly bool) {
 		}
 		now := s.clock.Now()
 		wake := s.formLocked(now, &b, bulkOnly)
+		if len(b.reqs) > 0 {
+			s.running[id] = running{start: now, items: b.items}
+		}
 		if !dueAt.IsZero() && len(b.reqs) > 0 {
 			s.lat.ObserveDispatch(s.clock.Now().Sub(dueAt))
 		}
@@ -697,6 +769,9 @@ func (s *Scheduler) worker(id int, e Executor, bulkOnly bool) {
 				signal(s.kickBulk)
 			}
 			s.execute(ctx, id, e, &b, bulkOnly)
+			s.mu.Lock()
+			delete(s.running, id)
+			s.mu.Unlock()
 			continue
 		}
 		if closedEmpty {

@@ -153,7 +153,27 @@ func (e *Engine) RuntimeName() string { return e.opt.Runtime.Name() }
 func (e *Engine) SetReady(v bool) { e.ready.Store(v) }
 
 // Ready reports whether the engine takes traffic.
-func (e *Engine) Ready() bool { return e.ready.Load() }
+func (e *Engine) Ready() bool {
+	ok, _ := e.Readiness()
+	return ok
+}
+
+// Readiness reports whether the engine takes traffic and, if not, why: not
+// started, shutting down, or a model whose runtime has stalled on a batch
+// (batching.Scheduler.Stalled).
+func (e *Engine) Readiness() (bool, string) {
+	if !e.ready.Load() {
+		return false, "not ready"
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for name, m := range e.models {
+		if stalled, why := m.Sched.Stalled(); stalled {
+			return false, fmt.Sprintf("model %s: %s", name, why)
+		}
+	}
+	return true, ""
+}
 
 // Load opens mc.Instances sessions of the model, warms them up, and starts
 // its scheduler. mc must be validated.

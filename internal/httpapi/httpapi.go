@@ -136,6 +136,12 @@ func New(eng Engine, gath prometheus.Gatherer, opt Options, log *slog.Logger) ht
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if r, ok := s.eng.(interface{ Readiness() (bool, string) }); ok {
+		if ready, why := r.Readiness(); !ready {
+			writeError(w, s.log, infergate.Errorf(infergate.EUnavailable, "not ready: %s", why))
+			return
+		}
+	}
 	if !s.eng.Ready() {
 		writeError(w, s.log, infergate.Errorf(infergate.EUnavailable, "not ready"))
 		return
