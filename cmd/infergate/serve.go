@@ -23,6 +23,7 @@ import (
 	"github.com/infergate/infergate/internal/backend"
 	"github.com/infergate/infergate/internal/backend/gorun"
 	"github.com/infergate/infergate/internal/backend/ort"
+	"github.com/infergate/infergate/internal/backend/remote"
 	"github.com/infergate/infergate/internal/clock"
 	"github.com/infergate/infergate/internal/config"
 	"github.com/infergate/infergate/internal/cost"
@@ -261,9 +262,20 @@ func startLocal(ctx context.Context, cfg config.Config, models []config.Model, l
 	}, nil
 }
 
-// openRuntime picks the model runtime: ONNX Runtime when it loads, else the
-// pure-Go executor (in auto mode), said clearly in the log.
+// openRuntime picks the model runtime: a model whose path is an http:// or
+// https:// URL runs on that remote KServe v2 server, any other on the
+// local runtime (openLocalRuntime).
 func openRuntime(cfg config.Config, log *slog.Logger) (backend.Runtime, error) {
+	local, err := openLocalRuntime(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return remote.Dispatch(local, remote.New(remote.Options{Logger: log})), nil
+}
+
+// openLocalRuntime picks the runtime of model files: ONNX Runtime when it
+// loads, else the pure-Go executor (in auto mode), said clearly in the log.
+func openLocalRuntime(cfg config.Config, log *slog.Logger) (backend.Runtime, error) {
 	if cfg.Runtime == "gorun" {
 		return gorun.New(), nil
 	}

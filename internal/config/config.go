@@ -32,6 +32,10 @@ type Config struct {
 	// DataDir holds the generated reference model and, later, the job
 	// store. Optional. Defaults to ./data.
 	DataDir string `yaml:"data_dir"`
+	// Store is the job store: sqlite (jobs.db in DataDir, one replica)
+	// or a postgres:// or postgresql:// URL (a PostgreSQL database that
+	// replicas share). Optional. Defaults to sqlite.
+	Store string `yaml:"store"`
 	// Runtime is auto (ONNX Runtime when it loads, else the pure-Go
 	// executor), onnxruntime or gorun. Optional. Defaults to auto.
 	Runtime string `yaml:"runtime"`
@@ -90,7 +94,9 @@ type APIKey struct {
 // Model configures one served model.
 type Model struct {
 	Name string `yaml:"name"`
-	// Path of the ONNX file.
+	// Path of the ONNX file, or the URL of a model on a KServe v2 server
+	// (http://host:8000/v2/models/NAME[/versions/V]) whose batches
+	// infergate forwards there.
 	Path string `yaml:"path"`
 	// Instances is the number of model instances (runtime sessions), each
 	// running one batch at a time. Optional. Defaults to 1.
@@ -132,6 +138,7 @@ func Default() Config {
 	return Config{
 		Addr:                 "127.0.0.1:8080",
 		DataDir:              "./data",
+		Store:                "sqlite",
 		Runtime:              "auto",
 		PricePerInstanceHour: 0.10,
 		MaxBodyBytes:         64 << 20,
@@ -213,6 +220,11 @@ func (m *Model) ModelDefaults() {
 	}
 	if m.BulkInstances == 0 {
 		m.BulkInstances = m.Instances
+		if lp := strings.ToLower(m.Path); strings.HasPrefix(lp, "http://") || strings.HasPrefix(lp, "https://") {
+			// A remote model's compute is not on this machine's idle
+			// CPU time: bulk-only sessions would buy nothing.
+			m.BulkInstances = -1
+		}
 	}
 }
 
@@ -272,6 +284,12 @@ func (m *Model) Policies() [infergate.NumClasses]batching.Policy {
 func (c *Config) Validate() error {
 	if c.Addr == "" {
 		return errors.New("addr: must be set")
+	}
+	if c.Store != "" && c.Store != "sqlite" && !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
+		if strings.Contains(c.Store, "://") {
+			return errors.New("store: want sqlite or a postgres:// URL") // not quoted: it may hold a password
+		}
+		return fmt.Errorf("store: %q: want sqlite or a postgres:// URL", c.Store)
 	}
 	switch c.Runtime {
 	case "", "auto", "onnxruntime", "gorun":

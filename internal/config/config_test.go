@@ -131,7 +131,7 @@ func TestLoadFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Addr: "0.0.0.0:9000", DataDir: "/var/lib/infergate", Runtime: "onnxruntime",
+		Addr: "0.0.0.0:9000", DataDir: "/var/lib/infergate", Store: "sqlite", Runtime: "onnxruntime",
 		ORTLibrary: "/opt/onnxruntime/lib/libonnxruntime.so", PricePerInstanceHour: 2.5,
 		ModelRepository: "/srv/models", MaxBodyBytes: 1 << 20, MaxTensorElements: 100000, BatchLease: 10 * time.Second, BulkGuaranteedShare: 0.25,
 		Models: []Model{{
@@ -494,5 +494,32 @@ func TestAPIKeys(t *testing.T) {
 				t.Fatalf("err %v, want %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestStore(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, want string // want: "" for valid, else a substring of the error
+	}{
+		{"", ""},
+		{"store: sqlite\n", ""},
+		{"store: postgres://infergate:secret@db:5432/jobs?sslmode=require\n", ""},
+		{"store: postgresql:///jobs?host=/run/postgresql\n", ""},
+		{"store: sqlite3\n", `store: "sqlite3": want sqlite or a postgres:// URL`},
+		{"store: mysql://u:secret@h/db\n", "store: want sqlite or a postgres:// URL"},
+	} {
+		c := Default()
+		if err := Decode([]byte(tc.yaml), &c); err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: %v", tc.yaml, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
+		case err != nil && strings.Contains(err.Error(), "secret"):
+			t.Errorf("%q: the error shows the password: %v", tc.yaml, err)
+		}
 	}
 }
