@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"github.com/infergate/infergate/internal/config"
 	"github.com/infergate/infergate/internal/engine"
 	"github.com/infergate/infergate/internal/httpapi"
+	"github.com/infergate/infergate/internal/jobs"
+	"github.com/infergate/infergate/internal/jobs/postgres"
 	"github.com/infergate/infergate/internal/jobs/runner"
 	"github.com/infergate/infergate/internal/jobs/sqlite"
 	"github.com/infergate/infergate/internal/kserve"
@@ -20,22 +23,21 @@ import (
 // jobsStack is the batch-job side of a server: the durable store and the
 // runner that executes its items through the bulk lane.
 type jobsStack struct {
-	store  *sqlite.Store
+	store  jobs.Store
 	runner *runner.Runner
 	cancel context.CancelFunc
 	done   chan error
 }
 
-// startJobs opens the SQLite job store in the data folder and starts the
-// runner. Batches left in progress by an earlier process resume.
+// startJobs opens the job store (see openStore) and starts the runner.
+// Batches left in progress by an earlier process, or by any replica on a
+// shared store, resume.
 func startJobs(cfg config.Config, eng *engine.Engine, clk clock.Clock, log *slog.Logger) (*jobsStack, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, err
-	}
-	store, err := sqlite.Open(filepath.Join(cfg.DataDir, "jobs.db"), clk)
+	store, err := openStore(cfg, clk)
 	if err != nil {
 		return nil, fmt.Errorf("job store: %w", err)
 	}
+	log.Info("job store", "kind", storeKind(cfg.Store))
 	run, err := runner.New(runner.Config{
 		Store: store, Exec: httpapi.NewExecutor(eng, kserve.Limits{MaxElements: cfg.MaxTensorElements}), Clock: clk,
 		Logger: log.With("component", "runner"), LeaseFor: cfg.BatchLease,
@@ -62,6 +64,32 @@ func startJobs(cfg config.Config, eng *engine.Engine, clk clock.Clock, log *slog
 	j := &jobsStack{store: store, runner: run, cancel: cancel, done: make(chan error, 1)}
 	go func() { j.done <- run.Run(ctx) }()
 	return j, nil
+}
+
+// openStore opens the store cfg.Store names: SQLite in the data folder
+// (the default), or a shared PostgreSQL database by URL.
+func openStore(cfg config.Config, clk clock.Clock) (jobs.Store, error) {
+	if postgres.IsURL(cfg.Store) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return postgres.Open(ctx, cfg.Store, clk)
+	}
+	if cfg.Store != "" && cfg.Store != "sqlite" {
+		return nil, errors.New("unknown store (want sqlite or a postgres:// URL)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	return sqlite.Open(filepath.Join(cfg.DataDir, "jobs.db"), clk)
+}
+
+// storeKind names a store setting for logs, without the URL (it may hold
+// a password).
+func storeKind(store string) string {
+	if postgres.IsURL(store) {
+		return "postgres"
+	}
+	return "sqlite"
 }
 
 // Close stops the runner (it records its in-flight items and releases its

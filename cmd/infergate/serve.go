@@ -37,7 +37,7 @@ import (
 // serveFlags are the flags shared by serve and the in-process bench.
 type serveFlags struct {
 	configPath, addr, dataDir, runtime, ortLib, repo, logLevel string
-	apiKey                                                     string
+	apiKey, store                                              string
 	price                                                      float64
 	instances, threads, maxBatch, computeNice, bulkInstances   int
 	checkConfig                                                bool
@@ -58,6 +58,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxBatch, "max-batch", 0, "max batch size of the default model (default 64)")
 	fs.IntVar(&f.computeNice, "compute-nice", -1, "nice value of compute threads (Linux; default 0: unchanged)")
 	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration and exit")
+	fs.StringVar(&f.store, "store", "", "job store: sqlite or a postgres:// URL shared by replicas (default sqlite; prefer the config file or PGPASSWORD for a password)")
 	fs.StringVar(&f.apiKey, "api-key", "", "an admin API key required on every route but the health checks, in addition to the config's api_keys (default: none; then loopback only)")
 }
 
@@ -90,6 +91,9 @@ func (f *serveFlags) load() (config.Config, error) {
 	}
 	if f.computeNice >= 0 {
 		cfg.ComputeNice = f.computeNice
+	}
+	if f.store != "" {
+		cfg.Store = f.store
 	}
 	if f.apiKey != "" {
 		cfg.APIKeys = append(cfg.APIKeys, config.APIKey{Name: "admin", Key: f.apiKey, Role: "admin"})

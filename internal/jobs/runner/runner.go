@@ -629,8 +629,15 @@ func (r *Runner) finalizing(ctx context.Context, b *jobs.Batch) error {
 	to, ok := r.terminal[b.ID]
 	r.mu.Unlock()
 	if !ok {
-		// Resumed after a restart. This runner moves a batch to finalizing
-		// at or after its expiry only to expire it.
+		// Another replica moved the batch to finalizing, or this runner
+		// did before a restart. Leave the files to the replica that moved
+		// it while it may still be alive (a lease period), so that two
+		// replicas do not both write them; then take over.
+		if !b.FinalizingAt.IsZero() && r.clk.Now().Sub(b.FinalizingAt) < r.cfg.LeaseFor {
+			return nil
+		}
+		// This runner moves a batch to finalizing at or after its expiry
+		// only to expire it.
 		to = jobs.StatusCompleted
 		if !b.ExpiresAt.IsZero() && !b.FinalizingAt.Before(b.ExpiresAt) {
 			to = jobs.StatusExpired

@@ -511,7 +511,11 @@ func TestResumeFinalizing(t *testing.T) {
 		t.Fatal(err)
 	}
 	ex := newFakeExec()
-	start(t, testConfig(st, ex, "r2"))
+	// The runner that moved it to finalizing gets a lease period to write
+	// the files before another takes over: keep it short here.
+	cfg := testConfig(st, ex, "r2")
+	cfg.LeaseFor = 300 * time.Millisecond
+	start(t, cfg)
 	b = waitStatus(t, st, b.ID, jobs.StatusCompleted)
 	_, errs := results(t, st, b, 5)
 	if l := errs[cid(2)]; l.Error == nil || l.Error.Code != "internal" || l.Error.Message != "boom" {
