@@ -163,7 +163,8 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // dbErr wraps a database error; application errors and context errors
-// pass through.
+// pass through. A full disk is EUnavailable: the failed transaction is
+// rolled back, and the same write can succeed once space is freed.
 func (s *Store) dbErr(err error) error {
 	if err == nil {
 		return nil
@@ -172,7 +173,21 @@ func (s *Store) dbErr(err error) error {
 	if errors.As(err, &ae) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if isDiskFull(err) {
+		return &infergate.Error{Code: infergate.EUnavailable, Message: "job store: disk is full", Err: err}
+	}
 	return fmt.Errorf("sqlite job store: %w", err)
+}
+
+// isDiskFull reports whether err is SQLite's answer to ENOSPC: SQLITE_FULL
+// from a write to the database or its WAL, or SQLITE_IOERR_SHMSIZE when
+// the WAL index (-shm) cannot grow.
+func isDiskFull(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Code()&0xff == sqlite3.SQLITE_FULL || se.Code() == sqlite3.SQLITE_IOERR_SHMSIZE
 }
 
 func isUniqueViolation(err error) bool {
