@@ -99,9 +99,8 @@ func TestSizesAndConfigs(t *testing.T) {
 }
 
 // TestRunWithAKnownCurve profiles a fake backend whose batch latency is
-// 1 ms + 0.5 ms per item and checks the choice under a 50 ms limit: the
-// sizes are far enough apart (batch 64: 33 ms, 128: 65 ms) that timer
-// jitter cannot change it.
+// 1 ms + 0.5 ms per item and checks the choice under a 50 ms limit against
+// the points measured.
 func TestRunWithAKnownCurve(t *testing.T) {
 	lat := func(n int) time.Duration { return time.Millisecond + time.Duration(n)*500*time.Microsecond }
 	var seen []Point
@@ -127,8 +126,21 @@ func TestRunWithAKnownCurve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.BatchSize != 64 {
-		t.Errorf("chose batch %d under 50 ms, want 64: %v", c.BatchSize, c.Reasons)
+	// The choice is the highest measured throughput among the points whose
+	// measured p99 fits the limit. (On a quiet machine that is batch 64:
+	// 33 ms against 128's 65 ms; a loaded one can push 64's p99 over the
+	// limit too, so the test checks the rule on what was measured.)
+	best := Point{}
+	for _, p := range pts {
+		if p.P99MS <= 50 && p.ItemsPerSec > best.ItemsPerSec {
+			best = p
+		}
+	}
+	if c.BatchSize != best.BatchSize {
+		t.Errorf("chose batch %d under 50 ms, want %d, the fastest that fits: %v", c.BatchSize, best.BatchSize, c.Reasons)
+	}
+	if lat(64) > 50*time.Millisecond || lat(128) <= 50*time.Millisecond {
+		t.Fatal("the known curve no longer straddles the limit")
 	}
 }
 
