@@ -80,7 +80,9 @@ func TestDiskFull(t *testing.T) {
 	close(ex.open) // the held items finish; their outcomes cannot be recorded
 	waitFor(t, "store errors", func() bool {
 		e := ws.stats()
-		return e.ops["CompleteItems"] >= 3 && e.ops["LeaseItems"] >= 10
+		// The collector keeps retrying its outcomes; leasing pauses while
+		// it cannot record them, so LeaseItems may see no error at all.
+		return e.ops["CompleteItems"] >= 3
 	})
 
 	// While the disk is full: nothing half-written, no item failed, and

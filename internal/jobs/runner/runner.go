@@ -129,7 +129,10 @@ type Runner struct {
 	paceQ    chan paceCall          // to paceLoop
 	rates    map[string]*rateWindow
 	rng      *rand.Rand
-	backlog  map[string][]Backlog // per model, as of the last poll
+	// storeDown is set while recording outcomes fails with an
+	// unavailable store; leasing waits for it to clear.
+	storeDown atomic.Bool
+	backlog   map[string][]Backlog // per model, as of the last poll
 }
 
 type outcome struct {
@@ -391,6 +394,12 @@ func (r *Runner) inProgress(ctx, execCtx context.Context, items *sync.WaitGroup,
 		})
 	}
 
+	if r.storeDown.Load() {
+		// Outcomes cannot be recorded (a full disk, say): leasing more
+		// would only spend the items' attempts. Wait for the collector to
+		// get through.
+		return nil
+	}
 	// Reserve slots, then lease as many items.
 	n := 0
 	for n < r.cfg.LeaseBatch {
@@ -568,15 +577,34 @@ func (r *Runner) flush(ctx context.Context, group []outcome) {
 		}
 	}
 	if len(results) > 0 {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		// An unavailable store (a full disk) is retried, with backoff,
+		// for as long as the leases may still hold; leasing pauses
+		// meanwhile (storeDown). Other errors get three quick tries.
+		sctx, cancel := context.WithTimeout(ctx, max(30*time.Second, r.cfg.LeaseFor))
 		var stale []jobs.ItemKey
 		var err error
-		for try := 0; try < 3; try++ {
+		delay := 50 * time.Millisecond
+		for try := 0; ; try++ {
 			if stale, err = r.store.CompleteItems(sctx, r.cfg.Owner, results); err == nil {
 				break
 			}
-			time.Sleep(time.Duration(try+1) * 50 * time.Millisecond)
+			unavailable := infergate.ErrorCode(err) == infergate.EUnavailable
+			if unavailable {
+				r.storeDown.Store(true)
+			}
+			if (!unavailable && try >= 2) || sctx.Err() != nil {
+				break
+			}
+			if try == 0 || try%20 == 0 {
+				r.log.Warn("runner: recording item outcomes, will retry", "items", len(results), "err", err)
+			}
+			select {
+			case <-time.After(delay):
+			case <-sctx.Done():
+			}
+			delay = min(2*delay, 2*time.Second)
 		}
+		r.storeDown.Store(false)
 		cancel()
 		if err != nil {
 			// The items stay leased; once their leases expire they run again.
