@@ -236,7 +236,7 @@ func (s *Store) CreateFile(ctx context.Context, f *jobs.File, content io.Reader)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr := io.ReadFull(content, buf)
+		n, eof, rerr := jobs.ReadChunk(content, buf)
 		if n > 0 {
 			_, err := s.w.Exec(ctx, `WITH c AS (INSERT INTO file_chunks (file_pk, idx, data) VALUES ($1, $2, $3))
 				UPDATE files SET updated_at = $4 WHERE pk = $1`, pk, idx, buf[:n], ts(s.clk.Now()))
@@ -245,11 +245,11 @@ func (s *Store) CreateFile(ctx context.Context, f *jobs.File, content io.Reader)
 			}
 			size += int64(n)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
 		if rerr != nil {
 			return rerr
+		}
+		if eof {
+			break
 		}
 	}
 	tag, err := s.w.Exec(ctx, `UPDATE files SET bytes = $1, ready = true WHERE pk = $2`, size, pk)

@@ -263,7 +263,7 @@ func (s *Store) CreateFile(ctx context.Context, f *jobs.File, content io.Reader)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr := io.ReadFull(content, buf)
+		n, eof, rerr := jobs.ReadChunk(content, buf)
 		if n > 0 {
 			err := s.write(ctx, func(tx *sql.Tx) error {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO file_chunks (file_pk, idx, data) VALUES (?, ?, ?)`,
@@ -278,11 +278,11 @@ func (s *Store) CreateFile(ctx context.Context, f *jobs.File, content io.Reader)
 			}
 			size += int64(n)
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
 		if rerr != nil {
 			return rerr
+		}
+		if eof {
+			break
 		}
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
