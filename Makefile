@@ -57,3 +57,7 @@ verify: lint test ## lint and test
 
 clean: ## remove build outputs (not the cache)
 	rm -rf bin
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target briefly (FUZZTIME=5s)
+	GO='$(GO)' scripts/fuzz.sh
