@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,10 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	s := startE2EServer(t)
+	// A header block past the limit is refused before any handler runs.
+	if resp, _ := s.do("GET", "/v2/models/mlp", nil, map[string]string{"X-Pad": strings.Repeat("a", 100<<10)}); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("100 KiB header: status %d, want 431", resp.StatusCode)
+	}
 	req := kserve.InferRequest{Inputs: []infergate.Tensor{fp32Tensor("input", testRow(1))}}
 	body, hl := kserve.AppendInferRequest(nil, &req, true)
 	var ok, failed, refused atomic.Int64
