@@ -117,9 +117,16 @@ type e2eServer struct {
 	stderrShown bool
 }
 
-// startE2EServer runs `infergate serve` on a free port and waits for its
-// serving line. The process is killed at cleanup if it is still running.
+// startE2EServer runs `infergate serve` on a free port with a fresh data
+// folder and waits for its serving line. The process is killed at cleanup
+// if it is still running.
 func startE2EServer(t *testing.T) *e2eServer {
+	t.Helper()
+	return startE2EServerArgs(t, t.TempDir())
+}
+
+// startE2EServerArgs is startE2EServer on dataDir with extra serve flags.
+func startE2EServerArgs(t *testing.T, dataDir string, args ...string) *e2eServer {
 	t.Helper()
 	bin := buildBinary(t)
 	s := &e2eServer{
@@ -127,9 +134,10 @@ func startE2EServer(t *testing.T) *e2eServer {
 		stderr:  &stderrWatcher{addrc: make(chan string, 1)},
 		exited:  make(chan struct{}),
 		client:  &http.Client{Timeout: 10 * time.Second},
-		dataDir: t.TempDir(),
+		dataDir: dataDir,
 	}
-	s.cmd = exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data-dir", s.dataDir, "--log-level", "info")
+	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, args...)
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout = io.Discard
 	s.cmd.Stderr = s.stderr
 	s.cmd.WaitDelay = 5 * time.Second
@@ -155,17 +163,15 @@ func startE2EServer(t *testing.T) *e2eServer {
 			t.Logf("server stderr:\n%s", s.stderr.String())
 		}
 	})
-	deadline := time.NewTimer(60 * time.Second) // generous: first start writes a 38 MB model and warms up
-	defer deadline.Stop()
 	select {
 	case addr := <-s.stderr.addrc:
 		s.base = "http://" + addr
 	case <-s.exited:
 		s.stderrShown = true
 		t.Fatalf("server exited before serving (%v); stderr:\n%s", s.waitErr, s.stderr.String())
-	case <-deadline.C:
+	case <-time.After(60 * time.Second): // generous: a first start writes a 38 MB model and warms up
 		s.stderrShown = true
-		t.Fatalf("no serving line within the deadline; stderr:\n%s", s.stderr.String())
+		t.Fatalf("no serving line within 60s; stderr:\n%s", s.stderr.String())
 	}
 	return s
 }
