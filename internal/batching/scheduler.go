@@ -543,7 +543,7 @@ func (s *Scheduler) SubmitLane(ctx context.Context, c, lane infergate.Class, inp
 	var expiry <-chan time.Time
 	if r.expires {
 		t := s.clock.NewTimer(r.deadline.Sub(now))
-		defer func() { t.Stop() }()
+		defer t.Stop()
 		expiry = t.C()
 	}
 	if bulkLane {
