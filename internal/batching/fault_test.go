@@ -8,6 +8,7 @@ import (
 
 	"github.com/infergate/infergate"
 	"github.com/infergate/infergate/internal/backend/fake"
+	"github.com/infergate/infergate/internal/clock"
 )
 
 // poisonSession panics on any batch holding a row whose first value is
@@ -78,5 +79,27 @@ func TestPanicOnOneItemInAThousand(t *testing.T) {
 				t.Fatalf("after the panics: %v", r.err)
 			}
 		})
+	}
+}
+
+// TestBatchStopsAtTheLastDeadline: a runtime that honors its context (a
+// remote backend's upstream call) is stopped once every request of the
+// batch is past its deadline, and the requests hear a deadline error.
+func TestBatchStopsAtTheLastDeadline(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	slow := &fake.Session{Latency: func(int) time.Duration { return time.Hour }} // returns at ctx.Done
+	s := newSched(t, Config{Clock: clk, MaxBatchSize: 4, Policies: policies(Policy{Kind: Single})}, slow)
+	ch := make(chan error, 1)
+	go func() {
+		_, err := s.Submit(t.Context(), infergate.ClassNormal, []infergate.Tensor{fake.Input(4, 1)}, 1, 100*time.Millisecond)
+		ch <- err
+	}()
+	waitFor(t, "the batch to run", func() bool { return len(slow.Batches()) == 1 })
+	clk.Advance(100 * time.Millisecond)
+	if err := <-ch; infergate.ErrorCode(err) != infergate.EDeadline {
+		t.Fatalf("a request whose batch ran past its deadline: %v, want a deadline error", err)
+	}
+	if stalled, _ := s.Stalled(); stalled {
+		t.Fatal("the worker is still in the batch")
 	}
 }

@@ -2,6 +2,7 @@ package batching
 
 import (
 	"context"
+	"errors"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -374,7 +375,17 @@ func sameItemShape(a, b *request) bool {
 func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, bulkOnly bool) {
 	inputs, release := s.concat(b)
 	start := s.clock.Now()
-	outs, busy, err := s.run(ctx, e, inputs)
+	// Once every request of the batch is past its deadline, the runtime
+	// may stop: a remote backend's upstream call ends there.
+	runCtx, cancel := ctx, context.CancelFunc(func() {})
+	if last, ok := latestDeadline(b); ok {
+		runCtx, cancel = s.withDeadline(ctx, last.Sub(start))
+	}
+	outs, busy, err := s.run(runCtx, e, inputs)
+	if err != nil && errors.Is(context.Cause(runCtx), context.DeadlineExceeded) {
+		err = &infergate.Error{Code: infergate.EDeadline, Message: "every request of the batch passed its deadline while it ran", Err: err}
+	}
+	cancel()
 	end := s.clock.Now()
 	release()
 	wall := end.Sub(start)
@@ -454,6 +465,40 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, wall)
 		r.done <- result{resp: resp}
 	}
+}
+
+// withDeadline is context.WithTimeout on the scheduler's clock (a fake one
+// in tests moves only when told).
+func (s *Scheduler) withDeadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	t := s.clock.NewTimer(d)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-t.C():
+			cancel(context.DeadlineExceeded)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		t.Stop()
+		close(done)
+		cancel(context.Canceled)
+	}
+}
+
+// latestDeadline returns the latest deadline of b's requests; ok is false
+// when any of them has none.
+func latestDeadline(b *batch) (last time.Time, ok bool) {
+	for _, r := range b.reqs {
+		if r.deadline.IsZero() {
+			return time.Time{}, false
+		}
+		if r.deadline.After(last) {
+			last = r.deadline
+		}
+	}
+	return last, len(b.reqs) > 0
 }
 
 // run executes one batch on e, turning a panic of the runtime into an
