@@ -84,7 +84,8 @@ func TestPanicOnOneItemInAThousand(t *testing.T) {
 
 // TestBatchStopsAtTheLastDeadline: a runtime that honors its context (a
 // remote backend's upstream call) is stopped once every request of the
-// batch is past its deadline, and the requests hear a deadline error.
+// batch has given up on it (twice its timeout), and the requests hear a
+// deadline error.
 func TestBatchStopsAtTheLastDeadline(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	slow := &fake.Session{Latency: func(int) time.Duration { return time.Hour }} // returns at ctx.Done
@@ -96,6 +97,13 @@ func TestBatchStopsAtTheLastDeadline(t *testing.T) {
 	}()
 	waitFor(t, "the batch to run", func() bool { return len(slow.Batches()) == 1 })
 	clk.Advance(100 * time.Millisecond)
+	select {
+	case err := <-ch:
+		t.Fatalf("answered at the deadline while the batch runs: %v", err)
+	default:
+	}
+	clk.Advance(100 * time.Millisecond)
+	waitFor(t, "the batch to stop", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.running) == 0 })
 	if err := <-ch; infergate.ErrorCode(err) != infergate.EDeadline {
 		t.Fatalf("a request whose batch ran past its deadline: %v, want a deadline error", err)
 	}

@@ -375,15 +375,16 @@ func sameItemShape(a, b *request) bool {
 func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, bulkOnly bool) {
 	inputs, release := s.concat(b)
 	start := s.clock.Now()
-	// Once every request of the batch is past its deadline, the runtime
-	// may stop: a remote backend's upstream call ends there.
+	// Once every request of the batch has given up on it (Submit waits for
+	// a running batch until twice its timeout), the runtime may stop: a
+	// remote backend's upstream call ends there.
 	runCtx, cancel := ctx, context.CancelFunc(func() {})
-	if last, ok := latestDeadline(b); ok {
+	if last, ok := latestGiveUp(b); ok {
 		runCtx, cancel = s.withDeadline(ctx, last.Sub(start))
 	}
 	outs, busy, err := s.run(runCtx, e, inputs)
 	if err != nil && errors.Is(context.Cause(runCtx), context.DeadlineExceeded) {
-		err = &infergate.Error{Code: infergate.EDeadline, Message: "every request of the batch passed its deadline while it ran", Err: err}
+		err = &infergate.Error{Code: infergate.EDeadline, Message: "the batch ran past twice the timeout of every request in it", Err: err}
 	}
 	cancel()
 	end := s.clock.Now()
@@ -487,15 +488,16 @@ func (s *Scheduler) withDeadline(ctx context.Context, d time.Duration) (context.
 	}
 }
 
-// latestDeadline returns the latest deadline of b's requests; ok is false
-// when any of them has none.
-func latestDeadline(b *batch) (last time.Time, ok bool) {
+// latestGiveUp returns when the last of b's requests gives up waiting for
+// it: its deadline plus its timeout again (see Submit); ok is false when
+// any of them has no deadline.
+func latestGiveUp(b *batch) (last time.Time, ok bool) {
 	for _, r := range b.reqs {
-		if r.deadline.IsZero() {
+		if r.deadline.IsZero() || !r.expires {
 			return time.Time{}, false
 		}
-		if r.deadline.After(last) {
-			last = r.deadline
+		if g := r.deadline.Add(r.deadline.Sub(r.enq)); g.After(last) {
+			last = g
 		}
 	}
 	return last, len(b.reqs) > 0
