@@ -84,23 +84,9 @@ func jsonOrNull[T any](v []T) (any, error) {
 // batch (ON CONFLICT DO NOTHING, then a fresh read), before reading any
 // item.
 func (s *Store) CreateBatch(ctx context.Context, b *jobs.Batch, items iter.Seq2[*jobs.Item, error]) (bool, error) {
-	if b.InputFileID == "" {
-		return false, infergate.Errorf(infergate.EInvalid, "input_file_id is required")
-	}
-	if b.Endpoint == "" {
-		return false, infergate.Errorf(infergate.EInvalid, "endpoint is required")
-	}
-	status := b.Status
-	if status == "" {
-		status = jobs.StatusValidating
-	}
-	switch status {
-	case jobs.StatusValidating, jobs.StatusInProgress, jobs.StatusFailed:
-	default:
-		return false, infergate.Errorf(infergate.EInvalid, "a batch cannot be created %s", status)
-	}
-	if b.Window < 0 {
-		return false, infergate.Errorf(infergate.EInvalid, "negative completion window")
+	status, err := jobs.CheckNewBatch(b)
+	if err != nil {
+		return false, err
 	}
 	var metadata any
 	if len(b.Metadata) > 0 {

@@ -264,16 +264,7 @@ func chunkBy[T any, K comparable](s []T, key func(T) K) func(yield func([]T) boo
 
 // RetryItem implements jobs.Store.
 func (s *Store) RetryItem(ctx context.Context, owner, batchID string, seq int64, nextAttemptAt time.Time, errMsg string) error {
-	stale, err := s.CompleteItems(ctx, owner, []jobs.ItemResult{{
-		BatchID: batchID, Seq: seq, State: jobs.ItemPending, NextAttemptAt: nextAttemptAt, Error: errMsg,
-	}})
-	if err != nil {
-		return err
-	}
-	if len(stale) > 0 {
-		return infergate.Errorf(infergate.EConflict, "item %s/%d is not leased by %s", batchID, seq, owner)
-	}
-	return nil
+	return jobs.RetryItem(ctx, s, owner, batchID, seq, nextAttemptAt, errMsg)
 }
 
 // ReleaseLeases implements jobs.Store.

@@ -502,23 +502,9 @@ func marshalOrEmpty[T any](v []T) (string, error) {
 
 // CreateBatch implements jobs.Store.
 func (s *Store) CreateBatch(ctx context.Context, b *jobs.Batch, items iter.Seq2[*jobs.Item, error]) (bool, error) {
-	if b.InputFileID == "" {
-		return false, infergate.Errorf(infergate.EInvalid, "input_file_id is required")
-	}
-	if b.Endpoint == "" {
-		return false, infergate.Errorf(infergate.EInvalid, "endpoint is required")
-	}
-	status := b.Status
-	if status == "" {
-		status = jobs.StatusValidating
-	}
-	switch status {
-	case jobs.StatusValidating, jobs.StatusInProgress, jobs.StatusFailed:
-	default:
-		return false, infergate.Errorf(infergate.EInvalid, "a batch cannot be created %s", status)
-	}
-	if b.Window < 0 {
-		return false, infergate.Errorf(infergate.EInvalid, "negative completion window")
+	status, err := jobs.CheckNewBatch(b)
+	if err != nil {
+		return false, err
 	}
 	var metadata string
 	if len(b.Metadata) > 0 {
@@ -1028,16 +1014,7 @@ func completeItems(ctx context.Context, tx *sql.Tx, owner string, results []jobs
 
 // RetryItem implements jobs.Store.
 func (s *Store) RetryItem(ctx context.Context, owner, batchID string, seq int64, nextAttemptAt time.Time, errMsg string) error {
-	stale, err := s.CompleteItems(ctx, owner, []jobs.ItemResult{{
-		BatchID: batchID, Seq: seq, State: jobs.ItemPending, NextAttemptAt: nextAttemptAt, Error: errMsg,
-	}})
-	if err != nil {
-		return err
-	}
-	if len(stale) > 0 {
-		return infergate.Errorf(infergate.EConflict, "item %s/%d is not leased by %s", batchID, seq, owner)
-	}
-	return nil
+	return jobs.RetryItem(ctx, s, owner, batchID, seq, nextAttemptAt, errMsg)
 }
 
 // ReleaseLeases implements jobs.Store.
