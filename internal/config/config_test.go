@@ -413,11 +413,7 @@ func TestSwitching(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Default()
-			err := Decode([]byte("models:\n- name: m\n  path: p\n  "+strings.ReplaceAll(tc.yaml, "\n", "\n  ")), &c)
-			if err == nil {
-				err = c.Validate()
-			}
+			c, err := decodeValidate(modelDoc(tc.yaml))
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -428,9 +424,7 @@ func TestSwitching(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err %v, want %q", err, tc.wantErr)
-			}
+			wantErrContaining(t, err, tc.wantErr)
 		})
 	}
 }
@@ -449,11 +443,7 @@ func TestAutoscale(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Default()
-			err := Decode([]byte("models:\n- name: m\n  path: p\n  "+strings.ReplaceAll(tc.yaml, "\n", "\n  ")), &c)
-			if err == nil {
-				err = c.Validate()
-			}
+			c, err := decodeValidate(modelDoc(tc.yaml))
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -463,9 +453,7 @@ func TestAutoscale(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err %v, want %q", err, tc.wantErr)
-			}
+			wantErrContaining(t, err, tc.wantErr)
 		})
 	}
 }
@@ -485,14 +473,8 @@ func TestAPIKeys(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Default()
-			err := Decode([]byte(tc.yaml), &c)
-			if err == nil {
-				err = c.Validate()
-			}
-			if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Fatalf("err %v, want %q", err, tc.wantErr)
-			}
+			_, err := decodeValidate(tc.yaml)
+			wantErrContaining(t, err, tc.wantErr)
 		})
 	}
 }
@@ -521,5 +503,27 @@ func TestStore(t *testing.T) {
 		case err != nil && strings.Contains(err.Error(), "secret"):
 			t.Errorf("%q: the error shows the password: %v", tc.yaml, err)
 		}
+	}
+}
+
+// modelDoc puts the YAML of one model's fields under a model m.
+func modelDoc(fields string) string {
+	return "models:\n- name: m\n  path: p\n  " + strings.ReplaceAll(fields, "\n", "\n  ")
+}
+
+// decodeValidate decodes doc over the defaults and validates it.
+func decodeValidate(doc string) (Config, error) {
+	c := Default()
+	if err := Decode([]byte(doc), &c); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// wantErrContaining fails t unless err contains want ("" : err is nil).
+func wantErrContaining(t *testing.T, err error, want string) {
+	t.Helper()
+	if (err == nil) != (want == "") || (err != nil && !strings.Contains(err.Error(), want)) {
+		t.Fatalf("err %v, want %q", err, want)
 	}
 }
