@@ -92,6 +92,11 @@ const maxPooledBody = 1 << 20
 // ClassHeader carries a request's class.
 const ClassHeader = "X-Infergate-Class"
 
+// ServerTimeHeader carries, on an inference response, the server's own time
+// for the request in milliseconds: from the handler's start (the request
+// line and headers read) to the response encoded, before it is written.
+const ServerTimeHeader = "X-Infergate-Server-Ms"
+
 // HeaderLength is the binary extension's JSON header length header.
 const HeaderLength = "Inference-Header-Content-Length"
 
@@ -333,9 +338,11 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Infergate-Queue-Ms", fmtMS(res.Queued))
 	h.Set("X-Infergate-Compute-Ms", fmtMS(res.Compute))
 	h.Set("X-Infergate-Batch-Size", strconv.Itoa(res.BatchSize))
+	server := time.Since(start)
+	h.Set(ServerTimeHeader, fmtMS(server))
 	_, _ = w.Write(buf)
 	// What the request cost outside the scheduler, for the planner.
-	m.Sched.Latency().ObserveOverhead(time.Since(start) - res.Queued - res.Compute)
+	m.Sched.Latency().ObserveOverhead(res.BatchSize, time.Since(start)-res.Queued-res.Compute)
 }
 
 func fmtMS(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1e3, 'f', 3, 64) }

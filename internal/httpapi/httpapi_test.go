@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
 	"math"
 	"net"
@@ -110,6 +111,13 @@ func TestInferJSON(t *testing.T) {
 	o := out.Outputs[0]
 	if o.Name != "sum" || o.Datatype != "FP32" || len(o.Shape) != 2 || o.Shape[0] != 2 || o.Data[0] != 10 || o.Data[1] != 2 {
 		t.Fatalf("output %+v", o)
+	}
+	// The server's own time covers the queue and the compute it reports.
+	server, err1 := strconv.ParseFloat(resp.Header.Get(httpapi.ServerTimeHeader), 64)
+	queue, err2 := strconv.ParseFloat(resp.Header.Get("X-Infergate-Queue-Ms"), 64)
+	compute, err3 := strconv.ParseFloat(resp.Header.Get("X-Infergate-Compute-Ms"), 64)
+	if err := errors.Join(err1, err2, err3); err != nil || server <= 0 || server < queue+compute-0.002 {
+		t.Errorf("server %v ms, queue %v, compute %v: %v", server, queue, compute, err)
 	}
 }
 

@@ -185,10 +185,11 @@ func (c *fastClient) numConns() (open, idle int) {
 
 // do sends request body of class cl and reads the response. It returns the
 // HTTP status (0 with a non-nil error on a transport error or timeout) and
-// whether the response carried Retry-After.
-func (c *fastClient) do(ctx context.Context, cl infergate.Class, body int) (int, bool, error) {
+// whether the response carried Retry-After, and the server's own time for
+// the request from its X-Infergate-Server-Ms header (0 without one).
+func (c *fastClient) do(ctx context.Context, cl infergate.Class, body int) (int, bool, time.Duration, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	req := c.reqs[cl][body]
 	now := time.Now()
@@ -199,7 +200,7 @@ func (c *fastClient) do(ctx context.Context, cl infergate.Class, body int) (int,
 	for attempt := 0; ; attempt++ {
 		fc, err := c.get(ctx, deadline, attempt > 0)
 		if err != nil {
-			return 0, false, err
+			return 0, false, 0, err
 		}
 		stale := fc.reused && now.Sub(fc.idleSince) >= fastStaleAfter
 		var stop func() bool
@@ -221,14 +222,14 @@ func (c *fastClient) do(ctx context.Context, cl infergate.Class, body int) (int,
 			if cerr := ctx.Err(); cerr != nil {
 				err = cerr
 			}
-			return 0, false, err
+			return 0, false, 0, err
 		}
 		if resp.keep {
 			c.put(fc)
 		} else {
 			c.discard(fc)
 		}
-		return resp.status, resp.retryAfter, nil
+		return resp.status, resp.retryAfter, resp.server, nil
 	}
 }
 
@@ -257,8 +258,9 @@ func (fc *fastConn) roundTrip(req []byte, deadline time.Time) (resp respInfo, st
 // respInfo is what the generator needs from a response.
 type respInfo struct {
 	status     int
-	retryAfter bool // a non-empty Retry-After header
-	keep       bool // the connection can carry another request
+	retryAfter bool          // a non-empty Retry-After header
+	server     time.Duration // X-Infergate-Server-Ms (0: none or unparsable)
+	keep       bool          // the connection can carry another request
 }
 
 // readResponse reads one response to a POST from br, headers and body, and
@@ -307,6 +309,7 @@ var (
 	hdrTransferEncoding = []byte("Transfer-Encoding")
 	hdrConnection       = []byte("Connection")
 	hdrRetryAfter       = []byte("Retry-After")
+	hdrServerMS         = []byte(ServerTimeHeader)
 	tokClose            = []byte("close")
 	tokKeepAlive        = []byte("keep-alive")
 	tokChunked          = []byte("chunked")
@@ -387,6 +390,8 @@ func readHead(br *bufio.Reader) (respInfo, headInfo, error) {
 			}
 		case bytes.EqualFold(name, hdrRetryAfter):
 			r.retryAfter = r.retryAfter || len(value) > 0
+		case bytes.EqualFold(name, hdrServerMS) && !long:
+			r.server = parseServerMS(string(value))
 		}
 		if long {
 			if err := skipLine(br); err != nil {

@@ -204,7 +204,7 @@ func TestFastClientKeepAliveChunked(t *testing.T) {
 	})
 	c := newTestFastClient(t, s.ln.Addr().String(), time.Second)
 	for i := range 5 {
-		status, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
+		status, _, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
 		if err != nil || status != 200 {
 			t.Fatalf("request %d: status %d, err %v", i, status, err)
 		}
@@ -219,7 +219,7 @@ func TestFastClientKeepAliveChunked(t *testing.T) {
 	if open, idle := c.numConns(); open != 0 || idle != 0 {
 		t.Errorf("after close: open %d idle %d", open, idle)
 	}
-	if _, _, err := c.do(context.Background(), infergate.ClassNormal, 0); err == nil {
+	if _, _, _, err := c.do(context.Background(), infergate.ClassNormal, 0); err == nil {
 		t.Error("request after close: want an error")
 	}
 }
@@ -234,7 +234,7 @@ func TestFastClientConnectionClose(t *testing.T) {
 	})
 	c := newTestFastClient(t, s.ln.Addr().String(), time.Second)
 	for i := range 3 {
-		status, retryAfter, err := c.do(context.Background(), infergate.ClassNormal, 0)
+		status, retryAfter, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
 		if err != nil || status != 429 || !retryAfter {
 			t.Fatalf("request %d: status %d retryAfter %v err %v", i, status, retryAfter, err)
 		}
@@ -261,14 +261,14 @@ func TestFastClientServerClosesMidResponse(t *testing.T) {
 		}
 	})
 	c := newTestFastClient(t, s.ln.Addr().String(), time.Second)
-	status, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
+	status, _, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
 	if err == nil || status != 0 {
 		t.Fatalf("status %d, err %v: want a transport error", status, err)
 	}
 	if open, idle := c.numConns(); open != 0 || idle != 0 {
 		t.Fatalf("open %d idle %d after a broken response: the connection must be closed, not reused", open, idle)
 	}
-	status, _, err = c.do(context.Background(), infergate.ClassNormal, 0)
+	status, _, _, err = c.do(context.Background(), infergate.ClassNormal, 0)
 	if err != nil || status != 200 {
 		t.Fatalf("next request: status %d, err %v", status, err)
 	}
@@ -286,7 +286,7 @@ func TestFastClientMalformedStatus(t *testing.T) {
 		br.ReadByte() // wait for the client to close
 	})
 	c := newTestFastClient(t, s.ln.Addr().String(), time.Second)
-	status, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
+	status, _, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
 	if !errors.Is(err, errMalformedStatus) || status != 0 {
 		t.Fatalf("status %d, err %v: want a malformed status error", status, err)
 	}
@@ -302,7 +302,7 @@ func TestFastClientTimeoutAndCancel(t *testing.T) {
 	})
 	c := newTestFastClient(t, s.ln.Addr().String(), 100*time.Millisecond)
 	t0 := time.Now()
-	status, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
+	status, _, _, err := c.do(context.Background(), infergate.ClassNormal, 0)
 	if err == nil || status != 0 || time.Since(t0) > time.Second {
 		t.Errorf("status %d err %v after %v: want a timeout after 100ms", status, err, time.Since(t0))
 	}
@@ -312,7 +312,7 @@ func TestFastClientTimeoutAndCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	t0 = time.Now()
-	status, _, err = c.do(ctx, infergate.ClassNormal, 0)
+	status, _, _, err = c.do(ctx, infergate.ClassNormal, 0)
 	if !errors.Is(err, context.Canceled) || status != 0 || time.Since(t0) > time.Second {
 		t.Errorf("status %d err %v after %v: want canceled after 50ms", status, err, time.Since(t0))
 	}
@@ -323,7 +323,7 @@ func TestFastClientTimeoutAndCancel(t *testing.T) {
 	defer c.close()
 	time.AfterFunc(50*time.Millisecond, ccancel)
 	t0 = time.Now()
-	status, _, err = c.do(cctx, infergate.ClassNormal, 0)
+	status, _, _, err = c.do(cctx, infergate.ClassNormal, 0)
 	if !errors.Is(err, context.Canceled) || status != 0 || time.Since(t0) > time.Second {
 		t.Errorf("status %d err %v after %v: want canceled after 50ms", status, err, time.Since(t0))
 	}
@@ -352,12 +352,12 @@ func TestFastClientStaleIdleConn(t *testing.T) {
 		}
 	})
 	c := newTestFastClient(t, s.ln.Addr().String(), time.Second)
-	if status, _, err := c.do(context.Background(), infergate.ClassNormal, 0); err != nil || status != 200 {
+	if status, _, _, err := c.do(context.Background(), infergate.ClassNormal, 0); err != nil || status != 200 {
 		t.Fatalf("status %d, err %v", status, err)
 	}
 	<-closed
 	time.Sleep(2 * fastStaleAfter)
-	if status, _, err := c.do(context.Background(), infergate.ClassNormal, 0); err != nil || status != 200 {
+	if status, _, _, err := c.do(context.Background(), infergate.ClassNormal, 0); err != nil || status != 200 {
 		t.Fatalf("request on a stale connection: status %d, err %v; want a retry on a new one", status, err)
 	}
 	if n := s.accepted.Load(); n != 2 {
@@ -498,7 +498,7 @@ func TestFastClientZeroAllocs(t *testing.T) {
 	snd := benchRequester(t, ctx, cannedServer(t), TransportFast)
 	var failed error
 	allocs := testing.AllocsPerRun(200, func() {
-		if status, _, err := snd.do(ctx, infergate.ClassNormal, 0); err != nil || status != 200 {
+		if status, _, _, err := snd.do(ctx, infergate.ClassNormal, 0); err != nil || status != 200 {
 			failed = errors.Join(failed, err, errors.New("status "+strconv.Itoa(status)))
 		}
 	})
@@ -531,7 +531,7 @@ func BenchmarkSend(b *testing.B) {
 				b.ReportAllocs()
 				cpu0 := ProcessCPUSeconds()
 				for b.Loop() {
-					if status, _, err := snd.do(ctx, infergate.ClassNormal, 0); err != nil || status != 200 {
+					if status, _, _, err := snd.do(ctx, infergate.ClassNormal, 0); err != nil || status != 200 {
 						b.Fatalf("status %d, err %v", status, err)
 					}
 				}

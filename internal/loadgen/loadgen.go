@@ -311,6 +311,8 @@ type classStats struct {
 	sent, ok, rejected, errs, dropped, withinSLO int
 	retryAfter                                   bool
 	lats                                         []time.Duration // OK responses only
+	serverLats                                   []time.Duration // their server time, where reported
+	paths                                        []time.Duration // latency minus server time, where reported
 }
 
 type collector struct {
@@ -322,7 +324,7 @@ type collector struct {
 
 // record accounts one completed request. status is the HTTP status, or 0
 // for a transport error (err != nil).
-func (c *collector) record(cl infergate.Class, status int, retryAfter bool, err error, lat time.Duration) {
+func (c *collector) record(cl infergate.Class, status int, retryAfter bool, err error, lat, server time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := &c.classes[cl]
@@ -334,6 +336,10 @@ func (c *collector) record(cl infergate.Class, status int, retryAfter bool, err 
 	case status == http.StatusOK:
 		s.ok++
 		s.lats = append(s.lats, lat)
+		if server > 0 {
+			s.serverLats = append(s.serverLats, server)
+			s.paths = append(s.paths, max(lat-server, 0))
+		}
 		if lat <= c.slo[cl] {
 			s.withinSLO++
 		}
@@ -375,7 +381,7 @@ func newTransport(maxInFlight int) *http.Transport {
 // error on a transport error or timeout) and whether the response carried
 // Retry-After. Implementations: sender (net/http) and fastClient.
 type requester interface {
-	do(ctx context.Context, cl infergate.Class, body int) (status int, retryAfter bool, err error)
+	do(ctx context.Context, cl infergate.Class, body int) (status int, retryAfter bool, server time.Duration, err error)
 }
 
 // newRequester returns the requester for cfg (defaults applied) and a
@@ -416,25 +422,42 @@ type sender struct {
 	classValue [infergate.NumClasses][]string
 }
 
-func (s *sender) do(ctx context.Context, cl infergate.Class, body int) (int, bool, error) {
+func (s *sender) do(ctx context.Context, cl infergate.Class, body int) (int, bool, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(s.payload.bodies[body]))
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	req.Header = s.payload.header(s.classValue[cl])
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	// Read the body fully so the connection goes back to the pool.
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
-	return resp.StatusCode, resp.Header.Get("Retry-After") != "", nil
+	return resp.StatusCode, resp.Header.Get("Retry-After") != "", parseServerMS(resp.Header.Get(ServerTimeHeader)), nil
+}
+
+// ServerTimeHeader is the response header in which the server reports its
+// own time for an inference request, in milliseconds: from the handler's
+// start to the response's encoding, without the network and the client.
+const ServerTimeHeader = "X-Infergate-Server-Ms"
+
+// parseServerMS parses a ServerTimeHeader value; 0 if empty or invalid.
+func parseServerMS(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 || f > 1e9 || math.IsNaN(f) {
+		return 0
+	}
+	return time.Duration(f * float64(time.Millisecond))
 }
 
 // Run drives the server at cfg.Rate requests per second for cfg.Warmup +
@@ -525,13 +548,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 						return
 					}
 					cl := picker.pick(wrng)
-					status, retryAfter, err := snd.do(runCtx, cl, wrng.IntN(len(pl.bodies)))
+					status, retryAfter, server, err := snd.do(runCtx, cl, wrng.IntN(len(pl.bodies)))
 					now := time.Now()
 					if err == nil && status == http.StatusOK && !now.Before(measureFrom) && now.Before(end) {
 						okInWindow.Add(1)
 					}
 					if !sent.Before(measureFrom) {
-						coll.record(cl, status, retryAfter, err, now.Sub(sent))
+						coll.record(cl, status, retryAfter, err, now.Sub(sent), server)
 					}
 				}
 			}()
@@ -587,7 +610,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					<-sem
 					wg.Done()
 				}()
-				status, retryAfter, err := snd.do(runCtx, cl, body)
+				status, retryAfter, server, err := snd.do(runCtx, cl, body)
 				// Latency runs from the scheduled send time, not the actual
 				// one: coordinated-omission safe.
 				now := time.Now()
@@ -596,7 +619,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					okInWindow.Add(1)
 				}
 				if measured {
-					coll.record(cl, status, retryAfter, err, lat)
+					coll.record(cl, status, retryAfter, err, lat, server)
 				}
 			}()
 		}
@@ -671,7 +694,7 @@ func (c *collector) result(cfg Config, picker *classPicker, window time.Duration
 	for k, v := range c.status {
 		res.StatusCounts[k] = v
 	}
-	var all []time.Duration
+	var all, server, paths []time.Duration
 	withinSLO := 0
 	for _, cl := range infergate.Classes {
 		s := &c.classes[cl]
@@ -696,9 +719,17 @@ func (c *collector) result(cfg Config, picker *classPicker, window time.Duration
 		res.Dropped += s.dropped
 		withinSLO += s.withinSLO
 		all = append(all, s.lats...)
+		server = append(server, s.serverLats...)
+		paths = append(paths, s.paths...)
 	}
 	slices.Sort(all)
 	res.P50, res.P95, res.P99, res.Max = quantile(all, 0.50), quantile(all, 0.95), quantile(all, 0.99), quantile(all, 1)
+	if len(server) == len(all) {
+		slices.Sort(server)
+		res.ServerP50, res.ServerP99 = quantile(server, 0.50), quantile(server, 0.99)
+		slices.Sort(paths)
+		res.PathP50, res.PathP99 = quantile(paths, 0.50), quantile(paths, 0.99)
+	}
 	if n := res.Sent + res.Dropped; n > 0 {
 		res.SLOAttainment = float64(withinSLO) / float64(n)
 	}

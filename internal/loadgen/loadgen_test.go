@@ -32,6 +32,7 @@ type fakeServer struct {
 
 	latency     atomic.Int64 // per-request latency, ns
 	rejectEvery atomic.Int64 // every n-th request gets 429 + Retry-After (0: never)
+	serverMS    atomic.Value // string: the X-Infergate-Server-Ms header to send ("" or nil: none)
 	stallAt     atomic.Int64 // the n-th request stalls the server (0: never)
 	stallFor    time.Duration
 	slots       chan struct{} // when non-nil: concurrent service slots (capacity model)
@@ -166,6 +167,9 @@ func (f *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if v, _ := f.serverMS.Load().(string); v != "" {
+		w.Header().Set(ServerTimeHeader, v)
+	}
 	io.WriteString(w, `{"model_name":"m","outputs":[{"name":"logits","shape":[1,2],"datatype":"FP32","data":[0.5,0.5]}]}`)
 }
 
@@ -314,6 +318,46 @@ func testRunBinaryPayloadAndWarmup(t *testing.T, tr string) {
 	}
 	if res.Duration != 300*time.Millisecond {
 		t.Errorf("window %v, want 300ms", res.Duration)
+	}
+}
+
+func TestRunServerTime(t *testing.T) { forEachTransport(t, testRunServerTime) }
+
+func testRunServerTime(t *testing.T, tr string) {
+	tests := []struct {
+		name, header string
+		want         time.Duration // server p50 and p99; 0: not reported
+	}{
+		{"reported", "2.500", 2500 * time.Microsecond},
+		{"absent", "", 0},
+		{"garbage", "fast", 0},
+		{"negative", "-3", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeServer(t)
+			f.latency.Store(int64(5 * time.Millisecond))
+			f.serverMS.Store(tc.header)
+			res, err := Run(context.Background(), baseConfig(f, tr, 100, 200*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.OK == 0 {
+				t.Fatalf("no OK response: %+v", res)
+			}
+			if res.ServerP50 != tc.want || res.ServerP99 != tc.want {
+				t.Errorf("server p50 %v p99 %v, want %v", res.ServerP50, res.ServerP99, tc.want)
+			}
+			// The client path is the rest of each latency: the fake
+			// answers after 5 ms, so at least 2.5 ms of it is outside
+			// the reported server time.
+			switch {
+			case tc.want == 0 && (res.PathP50 != 0 || res.PathP99 != 0):
+				t.Errorf("client path %v / %v without server times", res.PathP50, res.PathP99)
+			case tc.want > 0 && (res.PathP50 < 2500*time.Microsecond || res.PathP99 < res.PathP50 || res.PathP50 > res.P50):
+				t.Errorf("client path p50 %v p99 %v (latency p50 %v)", res.PathP50, res.PathP99, res.P50)
+			}
+		})
 	}
 }
 

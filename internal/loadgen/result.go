@@ -42,6 +42,16 @@ type Result struct {
 	Sent, OK, Rejected429, Errors, Dropped int
 	// Latency quantiles over OK responses of every class.
 	P50, P95, P99, Max time.Duration
+	// ServerP50 and ServerP99 are quantiles of the server's own time for
+	// the same responses (its X-Infergate-Server-Ms header): the latency
+	// without the network and the client's side. Zero unless every OK
+	// response carried the header.
+	ServerP50, ServerP99 time.Duration
+	// PathP50 and PathP99 are quantiles of each such response's latency
+	// minus its server time: the client path (sending, the network, the
+	// server's accept and read before its handler runs, and the client
+	// reading the answer), measured per request.
+	PathP50, PathP99 time.Duration
 	// SLOAttainment is the fraction of all scheduled requests that got a 200
 	// within their class's SLO.
 	SLOAttainment float64
