@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"text/tabwriter"
@@ -278,13 +279,27 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 	// The live model holds what the server has seen: after a capacity run,
 	// batch sizes below the maximum were last measured in warmup, without
 	// the contention of serving. A long-running server would have seen a
-	// range of loads; a short sweep (other arrivals than the ones replayed
-	// below) gives it that.
+	// range of loads; a sweep (other arrivals than the ones replayed
+	// below) gives it that. The request path's delays depend on the load
+	// (at 90% the handler waits for CPU far more than at 10%), and the
+	// live model keeps only the last requests' overhead and dispatch
+	// delays; so each step's are read after it, with the client path the
+	// load generator measured in it, and a replayed load is predicted with
+	// the step nearest its rate.
+	var steps []sweepStep
 	for f := 0.1; f < 0.95; f += 0.1 {
-		if _, err := loadgen.Run(ctx, loadgen.Config{URL: url, Model: model, Rate: f * capacity, Duration: time.Second,
-			Payload: "binary", Seed: seed + 1000}); err != nil {
+		res, err := loadgen.Run(ctx, loadgen.Config{URL: url, Model: model, Rate: f * capacity, Duration: sweepStepDuration,
+			Payload: "binary", Seed: seed + 1000})
+		if err != nil {
 			return err
 		}
+		live, err := fetchLive(ctx, url, model)
+		if err != nil {
+			return err
+		}
+		st := sweepStep{rate: f * capacity, overhead: live.Overhead, dispatch: live.Dispatch}
+		st.path.P50, st.path.P99 = res.PathP50, res.PathP99
+		steps = append(steps, st)
 	}
 	live, err := fetchLive(ctx, url, model)
 	if err != nil {
@@ -297,6 +312,10 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 		MeasuredP50MS, LiveP50MS          float64
 		MeasuredAvgBatch, LiveAvgBatch    float64
 		MeasuredP99MS, MeasuredRPS        float64
+		MeasuredServerP50MS               float64
+		MeasuredServerP99MS               float64
+		LiveServerP50MS, LiveServerP99MS  float64
+		ClientPathP50MS, ClientPathP99MS  float64
 		MeasuredCostPer1k                 float64
 		RawP99MS, RawRPS, RawCostPer1k    float64
 		LiveP99MS, LiveRPS, LiveCostPer1k float64
@@ -308,7 +327,8 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 		if err != nil {
 			return err
 		}
-		r := row{Fraction: f, Rate: rate, MeasuredP50MS: ms(res.P50), MeasuredP99MS: ms(res.P99), MeasuredRPS: res.ThroughputRPS}
+		r := row{Fraction: f, Rate: rate, MeasuredP50MS: ms(res.P50), MeasuredP99MS: ms(res.P99), MeasuredRPS: res.ThroughputRPS,
+			MeasuredServerP50MS: ms(res.ServerP50), MeasuredServerP99MS: ms(res.ServerP99)}
 		if d := res.ServerDelta; d != nil && res.OK > 0 {
 			r.MeasuredCostPer1k = d["provisioned_seconds"] * res.ServerEnd["price"] / 3600 / float64(res.OK) * 1000
 		}
@@ -318,17 +338,24 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 		}
 		slo := pol.DefaultTimeout
 		pr := planner.Simulate(rawProf, arr, settings, slo, cfg.PricePerInstanceHour, seed)
-		pl := planner.Simulate(liveProf, arr, settings, slo, cfg.PricePerInstanceHour, seed)
+		st := nearestStep(steps, rate)
+		atLoad := planner.FromLive(model, m.Instances, live.Points, st.overhead, st.dispatch)
+		ps := planner.Simulate(atLoad, arr, settings, slo, cfg.PricePerInstanceHour, seed)
+		atLoad.ClientPath = st.path
+		pl := planner.Simulate(atLoad, arr, settings, slo, cfg.PricePerInstanceHour, seed)
 		r.RawP99MS, r.RawRPS, r.RawCostPer1k = ms(pr.P99), pr.ThroughputRPS, pr.CostPer1k
 		r.LiveP99MS, r.LiveRPS, r.LiveCostPer1k = ms(pl.P99), pl.ThroughputRPS, pl.CostPer1k
 		r.LiveP50MS = ms(pl.P50)
 		r.LiveAvgBatch = pl.AvgBatch
+		r.LiveServerP50MS, r.LiveServerP99MS = ms(ps.P50), ms(ps.P99)
+		r.ClientPathP50MS, r.ClientPathP99MS = ms(st.path.P50), ms(st.path.P99)
 		if d := res.ServerDelta; d != nil && d["batches"] > 0 {
 			r.MeasuredAvgBatch = d["items"] / d["batches"]
 		}
 		rows = append(rows, r)
-		fmt.Fprintf(stderr, "plan validate: %.0f%% (%.0f req/s): measured p50 %.2f p99 %.2f ms, batch %.1f; predicted p99 %.2f (raw profile), p50 %.2f p99 %.2f batch %.1f (live)\n",
-			100*f, rate, r.MeasuredP50MS, r.MeasuredP99MS, r.MeasuredAvgBatch, r.RawP99MS, r.LiveP50MS, r.LiveP99MS, r.LiveAvgBatch)
+		fmt.Fprintf(stderr, "plan validate: %.0f%% (%.0f req/s): measured p50 %.2f p99 %.2f ms (server side %.2f / %.2f), batch %.1f; predicted p99 %.2f (raw profile), p50 %.2f p99 %.2f (server side %.2f / %.2f, client path %.2f / %.2f) batch %.1f (live)\n",
+			100*f, rate, r.MeasuredP50MS, r.MeasuredP99MS, r.MeasuredServerP50MS, r.MeasuredServerP99MS, r.MeasuredAvgBatch, r.RawP99MS,
+			r.LiveP50MS, r.LiveP99MS, r.LiveServerP50MS, r.LiveServerP99MS, r.ClientPathP50MS, r.ClientPathP99MS, r.LiveAvgBatch)
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -337,7 +364,7 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 			"raw_profile": rawProf, "live_profile": liveProf})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "load\trate\tp99 measured\tp99 raw-profile\terr\tp99 live\terr\trps measured\trps predicted\terr\tcost/1k measured\tcost/1k predicted\terr\t")
+	fmt.Fprintln(tw, "load\trate\tp99 measured\tp99 raw-profile\terr\tp99 live\terr\tserver p99 measured\tpredicted\terr\trps measured\trps predicted\terr\tcost/1k measured\tcost/1k predicted\terr\t")
 	rel := func(p, m float64) string {
 		if m == 0 {
 			return "-"
@@ -345,15 +372,38 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 		return fmt.Sprintf("%+.1f%%", 100*(p-m)/m)
 	}
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%.0f%%\t%.0f\t%.2f\t%.2f\t%s\t%.2f\t%s\t%.0f\t%.0f\t%s\t%.7f\t%.7f\t%s\t\n", 100*r.Fraction, r.Rate,
+		fmt.Fprintf(tw, "%.0f%%\t%.0f\t%.2f\t%.2f\t%s\t%.2f\t%s\t%.2f\t%.2f\t%s\t%.0f\t%.0f\t%s\t%.7f\t%.7f\t%s\t\n", 100*r.Fraction, r.Rate,
 			r.MeasuredP99MS, r.RawP99MS, rel(r.RawP99MS, r.MeasuredP99MS), r.LiveP99MS, rel(r.LiveP99MS, r.MeasuredP99MS),
+			r.MeasuredServerP99MS, r.LiveServerP99MS, rel(r.LiveServerP99MS, r.MeasuredServerP99MS),
 			r.MeasuredRPS, r.LiveRPS, rel(r.LiveRPS, r.MeasuredRPS), r.MeasuredCostPer1k, r.LiveCostPer1k, rel(r.LiveCostPer1k, r.MeasuredCostPer1k))
 	}
 	fmt.Fprintf(stdout, "capacity %.0f req/s; settings: %s\n", capacity, settings)
 	return tw.Flush()
 }
 
-const validateDuration = 5 * time.Second
+const (
+	validateDuration  = 5 * time.Second
+	sweepStepDuration = 2 * time.Second
+)
+
+// sweepStep is what one step of the validation sweep measured: the
+// request path's delays at that load.
+type sweepStep struct {
+	rate               float64
+	overhead, dispatch perfmodel.Overhead
+	path               struct{ P50, P99 time.Duration }
+}
+
+// nearestStep is the step whose rate is closest to rate.
+func nearestStep(steps []sweepStep, rate float64) sweepStep {
+	best := steps[0]
+	for _, st := range steps[1:] {
+		if math.Abs(st.rate-rate) < math.Abs(best.rate-rate) {
+			best = st
+		}
+	}
+	return best
+}
 
 // runLoad drives url with binary one-item requests: open loop at rate, or
 // closed loop with concurrency clients.

@@ -33,6 +33,13 @@ type Point struct {
 	// Window batches of this size.
 	P50MS float64 `json:"p50_ms"`
 	P99MS float64 `json:"p99_ms"`
+	// OverheadP50MS and OverheadP99MS are the median and 99th percentile
+	// of the per-request overhead (see ObserveOverhead) of the last Window
+	// requests served in batches of this size: the answers of a batch are
+	// encoded and written together, so a request of a large batch waits
+	// for CPU behind its batch-mates. Zero when none was observed.
+	OverheadP50MS float64 `json:"overhead_p50_ms,omitempty"`
+	OverheadP99MS float64 `json:"overhead_p99_ms,omitempty"`
 	// ItemsPerSec is BatchSize / mean latency.
 	ItemsPerSec float64 `json:"items_per_sec"`
 }
@@ -83,11 +90,13 @@ type Model struct {
 	// scheduler's batch formation reads.
 	dmu      sync.Mutex
 	overhead stat // per request, outside the scheduler
-	dispatch stat // per timer-fired batch: its start after the time it was due
+	// overheadBySize is the same, by the size of the request's batch.
+	overheadBySize map[int]*stat
+	dispatch       stat // per timer-fired batch: its start after the time it was due
 }
 
 // New returns an empty model.
-func New() *Model { return &Model{stats: map[int]*stat{}} }
+func New() *Model { return &Model{stats: map[int]*stat{}, overheadBySize: map[int]*stat{}} }
 
 // Observe records that a batch of n items took d to execute.
 func (m *Model) Observe(n int, d time.Duration) {
@@ -134,17 +143,28 @@ func (st *stat) add(s float64) {
 	}
 }
 
-// ObserveOverhead records the time one request spent in the server
-// outside the scheduler's queue and batch: reading and decoding it,
-// encoding and writing its answer.
-func (m *Model) ObserveOverhead(d time.Duration) {
+// ObserveOverhead records the time one request, served in a batch of n
+// items (0: unknown), spent in the server outside the scheduler's queue
+// and batch: reading and decoding it, encoding and writing its answer.
+func (m *Model) ObserveOverhead(n int, d time.Duration) {
 	if d < 0 {
 		return
 	}
 	m.dmu.Lock()
 	defer m.dmu.Unlock()
 	m.overhead.add(d.Seconds())
+	if n > 0 && n <= maxTrackedSize {
+		st := m.overheadBySize[n]
+		if st == nil {
+			st = &stat{}
+			m.overheadBySize[n] = st
+		}
+		st.add(d.Seconds())
+	}
 }
+
+// maxTrackedSize bounds the batch sizes whose overhead is kept apart.
+const maxTrackedSize = 4096
 
 // ObserveDispatch records how late a batch started after the moment the
 // scheduler's timer was due to fire it (timer and goroutine wake-up, lock,
@@ -239,12 +259,23 @@ func (m *Model) Points() []Point {
 		snaps[i] = m.stats[n].snapshot()
 	}
 	m.mu.RUnlock()
+	over := make([]stat, len(sizes))
+	m.dmu.Lock()
+	for i, n := range sizes {
+		if st := m.overheadBySize[n]; st != nil {
+			over[i] = st.snapshot()
+		}
+	}
+	m.dmu.Unlock()
 	out := make([]Point, 0, len(sizes))
 	for i, n := range sizes {
 		st := &snaps[i]
 		p50, p99 := st.quantiles()
 		p := Point{BatchSize: n, Count: st.count, MeanMS: st.ewma * 1e3, MinMS: st.min * 1e3, LastMS: st.last * 1e3,
 			StdMS: math.Sqrt(max(st.ewvar, 0)) * 1e3, P50MS: p50 * 1e3, P99MS: p99 * 1e3}
+		if o50, o99 := over[i].quantiles(); o50 > 0 {
+			p.OverheadP50MS, p.OverheadP99MS = o50*1e3, o99*1e3
+		}
 		if st.ewma > 0 {
 			p.ItemsPerSec = float64(n) / st.ewma
 		}

@@ -316,9 +316,14 @@ func TestRecentQuantiles(t *testing.T) {
 		t.Errorf("after a window of 2 ms: p50 %v p99 %v", p.P50MS, p.P99MS)
 	}
 	for i := range 10 {
-		m.ObserveOverhead(time.Duration(i+1) * time.Millisecond)
+		m.ObserveOverhead(4, time.Duration(i+1)*time.Millisecond)
 	}
-	if o := m.Overhead(); o.Count != 10 || math.Abs(o.P50MS-5) > 1e-3 || math.Abs(o.P99MS-10) > 1e-3 {
+	m.ObserveOverhead(0, 20*time.Millisecond) // size unknown: the total only
+	if o := m.Overhead(); o.Count != 11 || math.Abs(o.P50MS-6) > 1e-3 || math.Abs(o.P99MS-20) > 1e-3 {
 		t.Errorf("overhead %+v", o)
+	}
+	// By batch size: only size 4's requests.
+	if p := m.Points()[0]; math.Abs(p.OverheadP50MS-5) > 1e-3 || math.Abs(p.OverheadP99MS-10) > 1e-3 {
+		t.Errorf("size 4 overhead p50 %v p99 %v, want 5 and 10", p.OverheadP50MS, p.OverheadP99MS)
 	}
 }

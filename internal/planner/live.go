@@ -17,6 +17,14 @@ import (
 // instances is the number of instances that ran concurrently.
 func FromLive(model string, instances int, points []perfmodel.Point, overhead, dispatch perfmodel.Overhead) *Profile {
 	out := &Profile{Model: model}
+	type fit struct {
+		p       perfmodel.Point
+		med     float64
+		sigma   float64 // of the lognormal through med and the p99
+		samples float64 // behind the quantiles
+	}
+	var fits []fit
+	var wsum, w2 float64
 	for _, p := range points {
 		if p.MeanMS <= 0 {
 			continue
@@ -25,13 +33,38 @@ func FromLive(model string, instances int, points []perfmodel.Point, overhead, d
 		if p.P50MS > 0 && p.P99MS >= p.P50MS {
 			med, p99 = p.P50MS, p.P99MS
 		}
-		out.Points = append(out.Points, Point{BatchSize: p.BatchSize, Instances: max(instances, 1), Threads: 1,
-			P50: msDur(med), P99: msDur(p99), ItemsPerSec: float64(max(instances, 1)*p.BatchSize) / (p.MeanMS / 1e3)})
+		f := fit{p: p, med: med, sigma: math.Log(p99/med) / z99, samples: float64(min(p.Count, perfmodel.Window))}
+		fits = append(fits, f)
+		wsum += f.samples
+		w2 += f.samples * f.sigma * f.sigma
+	}
+	// A size's p99 rests on its slowest few batches: with the hundred-odd
+	// batches a size in the middle of the range gets, one stall moves it
+	// by half. Each size's spread is therefore shrunk toward the spread
+	// pooled over all sizes (the root mean square, weighted by samples),
+	// with the weight of shrinkSamples samples; a size with a full window
+	// keeps two thirds of its own.
+	pooled := 0.0
+	if wsum > 0 {
+		pooled = math.Sqrt(w2 / wsum)
+	}
+	for _, f := range fits {
+		sigma := f.sigma
+		if wsum > 0 {
+			sigma = (f.samples*f.sigma + shrinkSamples*pooled) / (f.samples + shrinkSamples)
+		}
+		out.Points = append(out.Points, Point{BatchSize: f.p.BatchSize, Instances: max(instances, 1), Threads: 1,
+			P50: msDur(f.med), P99: msDur(f.med * math.Exp(z99*sigma)), ItemsPerSec: float64(max(instances, 1)*f.p.BatchSize) / (f.p.MeanMS / 1e3),
+			OverheadP50: msDur(f.p.OverheadP50MS), OverheadP99: msDur(max(f.p.OverheadP99MS, f.p.OverheadP50MS))})
 	}
 	out.Overhead.P50, out.Overhead.P99 = quantilesOf(overhead)
 	out.Dispatch.P50, out.Dispatch.P99 = quantilesOf(dispatch)
 	return out
 }
+
+// shrinkSamples is the weight, in samples, of the pooled spread in a
+// size's spread (see FromLive).
+const shrinkSamples = 256
 
 // quantilesOf is a measured delay's median and 99th percentile: measured
 // quantiles, or else a lognormal with its mean and deviation.

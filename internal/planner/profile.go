@@ -20,6 +20,11 @@ type Point struct {
 	// 0 when not measured (then it is derived from P50).
 	ItemsPerSec float64
 	MemoryBytes int64
+	// OverheadP50 and OverheadP99: the request overhead (see
+	// Profile.Overhead) of requests served in batches of this size, as the
+	// server measures it; zero when not measured (the profile's Overhead
+	// applies).
+	OverheadP50, OverheadP99 time.Duration `json:",omitzero"`
 }
 
 // Profile is a model's measured latency for one execution configuration
@@ -38,6 +43,13 @@ type Profile struct {
 	// the runtime alone. The simulation adds a sample of it to each
 	// batch's time on its instance.
 	Dispatch struct{ P50, P99 time.Duration }
+	// ClientPath is the time a request spends outside the server's
+	// handler, as a client measures it (its latency minus the server's
+	// X-Infergate-Server-Ms): sending, the network, reading the answer.
+	// Zero unless measured (plan --validate measures it with the load
+	// generator); the simulation then adds a sample of it to each
+	// request's latency, like Overhead.
+	ClientPath struct{ P50, P99 time.Duration } `json:",omitzero"`
 }
 
 // Validate checks that p has points of one configuration, sorted by

@@ -166,22 +166,15 @@ func Simulate(p *Profile, arrivals []time.Duration, s Settings, slo time.Duratio
 	}
 	rng := rand.New(rand.NewPCG(seed, seed^0xda942042e4dd58b5))
 	lat := make([]time.Duration, n)
+	size := make([]int32, n) // of each request's batch
 	var out simOut
 	if s.Mode == ModeBatch {
-		out = simulateBatch(p, arrivals, s, rng, lat)
+		out = simulateBatch(p, arrivals, s, rng, lat, size)
 	} else {
-		out = simulateOnline(p, arrivals, s, slo, rng, lat)
+		out = simulateOnline(p, arrivals, s, slo, rng, lat, size)
 	}
-	if o := p.Overhead; o.P50 > 0 {
-		orng := rand.New(rand.NewPCG(seed^0x9e3779b97f4a7c15, seed))
-		sigma := 0.0
-		if o.P99 > o.P50 {
-			sigma = math.Log(float64(o.P99)/float64(o.P50)) / 2.3263
-		}
-		for i := range lat {
-			lat[i] += time.Duration(float64(o.P50) * math.Exp(sigma*orng.NormFloat64()))
-		}
-	}
+	addOverhead(p, lat, size, rand.New(rand.NewPCG(seed^0x9e3779b97f4a7c15, seed)))
+	addDelay(lat, p.ClientPath.P50, p.ClientPath.P99, rand.New(rand.NewPCG(seed^0x6a09e667f3bcc909, seed)))
 
 	res.Requests, res.Batches, res.Busy = n, out.batches, out.busy
 	res.Span = out.last - arrivals[0]
@@ -258,6 +251,64 @@ func (s Settings) withDefaults(p *Profile) Settings {
 	return s
 }
 
+// addOverhead adds to each latency a sample of the request overhead: the
+// one measured for its batch's size (the nearest measured size), or else
+// the profile's.
+func addOverhead(p *Profile, lat []time.Duration, size []int32, rng *rand.Rand) {
+	type dist struct{ p50, sigma float64 }
+	mk := func(p50, p99 time.Duration) dist {
+		d := dist{p50: float64(p50)}
+		if p99 > p50 {
+			d.sigma = math.Log(float64(p99)/float64(p50)) / z99
+		}
+		return d
+	}
+	global := mk(p.Overhead.P50, p.Overhead.P99)
+	var measured []Point
+	for _, pt := range p.Points {
+		if pt.OverheadP50 > 0 {
+			measured = append(measured, pt)
+		}
+	}
+	bySize := map[int32]dist{}
+	for i := range lat {
+		d := global
+		if len(measured) > 0 {
+			var ok bool
+			if d, ok = bySize[size[i]]; !ok {
+				j, _ := slices.BinarySearchFunc(measured, int(size[i]), func(pt Point, n int) int { return pt.BatchSize - n })
+				switch {
+				case j == len(measured):
+					j--
+				case j > 0 && measured[j].BatchSize != int(size[i]) &&
+					int(size[i])-measured[j-1].BatchSize < measured[j].BatchSize-int(size[i]):
+					j--
+				}
+				d = mk(measured[j].OverheadP50, measured[j].OverheadP99)
+				bySize[size[i]] = d
+			}
+		}
+		if d.p50 > 0 {
+			lat[i] += time.Duration(d.p50 * math.Exp(d.sigma*rng.NormFloat64()))
+		}
+	}
+}
+
+// addDelay adds to each latency a sample of the lognormal with median p50
+// and 99th percentile p99 (nothing when p50 is zero).
+func addDelay(lat []time.Duration, p50, p99 time.Duration, rng *rand.Rand) {
+	if p50 <= 0 {
+		return
+	}
+	sigma := 0.0
+	if p99 > p50 {
+		sigma = math.Log(float64(p99)/float64(p50)) / z99
+	}
+	for i := range lat {
+		lat[i] += time.Duration(float64(p50) * math.Exp(sigma*rng.NormFloat64()))
+	}
+}
+
 // service holds, per batch size, the lognormal service-time distribution.
 type service struct {
 	p50   []float64 // nanoseconds
@@ -312,7 +363,7 @@ type simOut struct {
 
 // simulateOnline simulates the scheduler: one worker per instance, FIFO
 // queue, batches formed by the policy. lat receives each request's latency.
-func simulateOnline(p *Profile, arr []time.Duration, s Settings, slo time.Duration, rng *rand.Rand, lat []time.Duration) simOut {
+func simulateOnline(p *Profile, arr []time.Duration, s Settings, slo time.Duration, rng *rand.Rand, lat []time.Duration, size []int32) simOut {
 	var out simOut
 	mbs := s.MaxBatchSize
 	sv := newService(p, mbs)
@@ -417,7 +468,7 @@ func simulateOnline(p *Profile, arr []time.Duration, s Settings, slo time.Durati
 				done += sv.dispatch(rng)
 			}
 			for i := qh; i < qh+k; i++ {
-				lat[i] = done - arr[i]
+				lat[i], size[i] = done-arr[i], int32(k)
 			}
 			qh += k
 			out.busy += d
@@ -433,7 +484,7 @@ func simulateOnline(p *Profile, arr []time.Duration, s Settings, slo time.Durati
 // simulateBatch simulates batch mode: the requests of each window run as
 // one job at its end, in batches of MaxBatchSize, each batch on the
 // instance that frees up first.
-func simulateBatch(p *Profile, arr []time.Duration, s Settings, rng *rand.Rand, lat []time.Duration) simOut {
+func simulateBatch(p *Profile, arr []time.Duration, s Settings, rng *rand.Rand, lat []time.Duration, size []int32) simOut {
 	var out simOut
 	b := s.MaxBatchSize
 	sv := newService(p, b)
@@ -457,7 +508,7 @@ func simulateBatch(p *Profile, arr []time.Duration, s Settings, rng *rand.Rand, 
 			done := max(free[x], end) + d
 			free[x] = done
 			for r := from; r < from+k; r++ {
-				lat[r] = done - arr[r]
+				lat[r], size[r] = done-arr[r], int32(k)
 			}
 			out.busy += d
 			out.batches++

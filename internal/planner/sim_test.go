@@ -2,6 +2,7 @@ package planner
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -280,7 +281,7 @@ func TestPolicySemantics(t *testing.T) {
 			}
 			lat := make([]time.Duration, len(arr))
 			s := tt.s.withDefaults(p)
-			out := simulateOnline(p, arr, s, tt.slo, nil, lat)
+			out := simulateOnline(p, arr, s, tt.slo, nil, lat, make([]int32, len(arr)))
 			for i := range tt.want {
 				if d := lat[i] - ms(tt.want[i]); d < -2 || d > 2 {
 					t.Errorf("request %d (at %v ms): latency %v, want %v ms", i, tt.arrivals[i], lat[i], tt.want[i])
@@ -412,6 +413,101 @@ func TestFromLive(t *testing.T) {
 	// Measured quantiles win over the moments.
 	if p.Dispatch.P50 != 100*time.Microsecond || p.Dispatch.P99 != 900*time.Microsecond {
 		t.Errorf("dispatch %+v", p.Dispatch)
+	}
+}
+
+func TestFromLiveShrinksSparseSpreads(t *testing.T) {
+	sigma := func(pt Point) float64 { return math.Log(float64(pt.P99)/float64(pt.P50)) / z99 }
+	tests := []struct {
+		name         string
+		sparseCount  int64
+		lo, hi       float64 // the sparse size's spread after shrinking
+		fullLo, full float64 // the full window's
+	}{
+		// 512 samples at spread 0.1 and 64 at 0.5: pooled RMS
+		// sqrt((512*0.01+64*0.25)/576) = 0.1915; the sparse size gets
+		// (64*0.5+256*0.1915)/320 = 0.253, the full one
+		// (512*0.1+256*0.1915)/768 = 0.130.
+		{"sparse", 64, 0.252, 0.254, 0.129, 0.131},
+		// Both full: pooled sqrt((0.01+0.25)/2) = 0.3606; sizes move a
+		// third of the way toward it.
+		{"full", 512, 0.453, 0.455, 0.186, 0.188},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p50 := 4.0
+			pts := []perfmodel.Point{
+				{BatchSize: 8, Count: 10000, MeanMS: p50, P50MS: p50, P99MS: p50 * math.Exp(z99*0.1)},
+				{BatchSize: 16, Count: tc.sparseCount, MeanMS: 2 * p50, P50MS: 2 * p50, P99MS: 2 * p50 * math.Exp(z99*0.5)},
+			}
+			p := FromLive("m", 1, pts, perfmodel.Overhead{}, perfmodel.Overhead{})
+			if got := sigma(p.Points[1]); got < tc.lo || got > tc.hi {
+				t.Errorf("sparse size spread %.4f, want [%v, %v]", got, tc.lo, tc.hi)
+			}
+			if got := sigma(p.Points[0]); got < tc.fullLo || got > tc.full {
+				t.Errorf("full size spread %.4f, want [%v, %v]", got, tc.fullLo, tc.full)
+			}
+			if p.Points[1].P50 != 8*time.Millisecond {
+				t.Errorf("median moved: %v", p.Points[1].P50)
+			}
+		})
+	}
+}
+
+func TestOverheadBySize(t *testing.T) {
+	// Requests 0 and 1 arrive together and run as one batch of 2; request
+	// 2 runs alone. Size 2's overhead is 5 ms, the profile's 1 ms; size 1
+	// has none of its own, so its nearest measured size (2) applies.
+	tests := []struct {
+		name string
+		pts  []Point
+		want []time.Duration // added to each request
+	}{
+		{"profile overhead only", []Point{
+			{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond},
+			{BatchSize: 2, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond}},
+			[]time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}},
+		{"by size", []Point{
+			{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond},
+			{BatchSize: 2, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond, OverheadP50: 5 * time.Millisecond, OverheadP99: 5 * time.Millisecond}},
+			[]time.Duration{5 * time.Millisecond, 5 * time.Millisecond, 5 * time.Millisecond}},
+		{"each size its own", []Point{
+			{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond, OverheadP50: 2 * time.Millisecond, OverheadP99: 2 * time.Millisecond},
+			{BatchSize: 2, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond, OverheadP50: 5 * time.Millisecond, OverheadP99: 5 * time.Millisecond}},
+			[]time.Duration{5 * time.Millisecond, 5 * time.Millisecond, 2 * time.Millisecond}},
+	}
+	arr := []time.Duration{0, 0, 50 * time.Millisecond}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Profile{Points: tt.pts}
+			p.Overhead.P50, p.Overhead.P99 = time.Millisecond, time.Millisecond
+			lat := make([]time.Duration, len(arr))
+			size := make([]int32, len(arr))
+			s := Settings{Mode: ModeHybrid, Policy: PolicySize, MaxBatchSize: 2, Instances: 1}.withDefaults(p)
+			simulateOnline(p, arr, s, 0, nil, lat, size)
+			base := slices.Clone(lat)
+			addOverhead(p, lat, size, rand.New(rand.NewPCG(1, 2)))
+			for i := range lat {
+				if got := lat[i] - base[i]; got != tt.want[i] {
+					t.Errorf("request %d (batch of %d): overhead %v, want %v", i, size[i], got, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestClientPathAddsToLatencyOnly(t *testing.T) {
+	p := &Profile{Points: []Point{{BatchSize: 1, Instances: 1, Threads: 1, P50: time.Millisecond, P99: time.Millisecond}}}
+	arr := []time.Duration{0, 10 * time.Millisecond, 20 * time.Millisecond}
+	s := Settings{Mode: ModeRealtime, Policy: PolicySingle, Instances: 1}
+	base := Simulate(p, arr, s, 0, 1, 1)
+	p.ClientPath.P50, p.ClientPath.P99 = 3*time.Millisecond, 3*time.Millisecond
+	with := Simulate(p, arr, s, 0, 1, 1)
+	if with.P50-base.P50 != 3*time.Millisecond || with.P99-base.P99 != 3*time.Millisecond {
+		t.Errorf("p50 %v -> %v, p99 %v -> %v: want +3ms each", base.P50, with.P50, base.P99, with.P99)
+	}
+	if with.Busy != base.Busy || with.ThroughputRPS != base.ThroughputRPS {
+		t.Errorf("the client path changed busy time or throughput")
 	}
 }
 
