@@ -26,6 +26,7 @@ import (
 type benchFlags struct {
 	serve                       serveFlags
 	model, policies, url        string
+	jobProfile                  string
 	rate                        float64
 	duration, warmup            time.Duration
 	jsonOut, goodput, raw       bool
@@ -77,6 +78,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.job, "job", 0, "measure a batch job of this many items: alone against the raw runtime and the single policy, and with --rate > 0 against real-time traffic at that rate")
 	fs.IntVar(&f.interfBatch, "interference", 0, "measure real-time batches of this size alone and beside idle-priority bulk work on the same cores (no server)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to `file`")
+	fs.StringVar(&f.jobProfile, "job-cpuprofile", "", "with --job: write a CPU profile of the job alone's run phase (create returned to completion) to `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

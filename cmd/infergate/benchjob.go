@@ -106,7 +106,15 @@ func benchJob(ctx context.Context, f *benchFlags, stdout, stderr io.Writer, log 
 	if err != nil {
 		return err
 	}
-	alone, err := runJob(ctx, c, input, f.model, nil)
+	stopProfile := func() {}
+	alone, err := runJob(ctx, c, input, f.model, func(string) {
+		var err error
+		if stopProfile, err = startCPUProfile(f.jobProfile); err != nil {
+			log.Warn("job profile not written", "err", err)
+			stopProfile = func() {}
+		}
+	})
+	stopProfile()
 	if err != nil {
 		return err
 	}
