@@ -651,6 +651,25 @@ func TestResultJSONAndTable(t *testing.T) {
 	if !strings.Contains(lines[0], "rate 100.0") || !strings.Contains(lines[0], "p99 9.00ms") {
 		t.Errorf("summary line: %q", lines[0])
 	}
+	if strings.Contains(string(b), "server_p99_ms") || strings.Contains(tab, "server side") {
+		t.Errorf("server-side figures shown without any: %s\n%s", b, tab)
+	}
+
+	// With the server's own times: JSON fields and a second summary line.
+	r.ServerP50, r.ServerP99, r.PathP50, r.PathP99 = time.Millisecond, 7*time.Millisecond, 500*time.Microsecond, 2*time.Millisecond
+	if b, err = json.Marshal(r); err != nil {
+		t.Fatal(err)
+	}
+	back = Result{}
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(&back, r) {
+		t.Errorf("round trip with server times (%v):\n got %+v\nwant %+v", err, back, *r)
+	}
+	if !strings.Contains(string(b), `"server_p99_ms":7`) || !strings.Contains(string(b), `"client_path_p99_ms":2`) {
+		t.Errorf("server-side fields: %s", b)
+	}
+	if tab := r.Table(); !strings.Contains(tab, "server side p50 1.00ms  p99 7.00ms  client path p50 0.50ms  p99 2.00ms") {
+		t.Errorf("table:\n%s", tab)
+	}
 }
 
 func TestBurstFactor(t *testing.T) {

@@ -137,6 +137,10 @@ type resultJSON struct {
 	P95              float64                 `json:"p95_ms"`
 	P99              float64                 `json:"p99_ms"`
 	Max              float64                 `json:"max_ms"`
+	ServerP50        float64                 `json:"server_p50_ms,omitempty"`
+	ServerP99        float64                 `json:"server_p99_ms,omitempty"`
+	PathP50          float64                 `json:"client_path_p50_ms,omitempty"`
+	PathP99          float64                 `json:"client_path_p99_ms,omitempty"`
 	SLOAttainment    float64                 `json:"slo_attainment"`
 	ByClass          map[string]*ClassResult `json:"by_class"`
 	ClientCPUSeconds float64                 `json:"client_cpu_seconds"`
@@ -149,6 +153,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		Rate: r.Rate, Duration: ms(r.Duration), ThroughputRPS: r.ThroughputRPS,
 		Sent: r.Sent, OK: r.OK, Rejected429: r.Rejected429, Errors: r.Errors, Dropped: r.Dropped,
 		P50: ms(r.P50), P95: ms(r.P95), P99: ms(r.P99), Max: ms(r.Max),
+		ServerP50: ms(r.ServerP50), ServerP99: ms(r.ServerP99), PathP50: ms(r.PathP50), PathP99: ms(r.PathP99),
 		SLOAttainment: r.SLOAttainment, ByClass: make(map[string]*ClassResult, len(r.ByClass)),
 		ClientCPUSeconds: r.ClientCPUSeconds, StatusCounts: r.StatusCounts,
 	}
@@ -171,6 +176,7 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 		Rate: j.Rate, Duration: fromMS(j.Duration), ThroughputRPS: j.ThroughputRPS,
 		Sent: j.Sent, OK: j.OK, Rejected429: j.Rejected429, Errors: j.Errors, Dropped: j.Dropped,
 		P50: fromMS(j.P50), P95: fromMS(j.P95), P99: fromMS(j.P99), Max: fromMS(j.Max),
+		ServerP50: fromMS(j.ServerP50), ServerP99: fromMS(j.ServerP99), PathP50: fromMS(j.PathP50), PathP99: fromMS(j.PathP99),
 		SLOAttainment: j.SLOAttainment, ByClass: make(map[infergate.Class]*ClassResult, len(j.ByClass)),
 		ClientCPUSeconds: j.ClientCPUSeconds, StatusCounts: j.StatusCounts,
 	}
@@ -190,6 +196,10 @@ func (r *Result) Table() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rate %.1f req/s  window %.2fs  throughput %.1f req/s  p50 %.2fms  p95 %.2fms  p99 %.2fms  slo %.1f%%  client cpu %.2fs\n",
 		r.Rate, r.Duration.Seconds(), r.ThroughputRPS, ms(r.P50), ms(r.P95), ms(r.P99), 100*r.SLOAttainment, r.ClientCPUSeconds)
+	if r.ServerP99 > 0 {
+		fmt.Fprintf(&b, "server side p50 %.2fms  p99 %.2fms  client path p50 %.2fms  p99 %.2fms\n",
+			ms(r.ServerP50), ms(r.ServerP99), ms(r.PathP50), ms(r.PathP99))
+	}
 	const head = "%-8s %8s %8s %7s %7s %7s %9s %9s %9s %9s %8s %7s\n"
 	const row = "%-8s %8d %8d %7d %7d %7d %9.2f %9.2f %9.2f %9.2f %8s %6.1f%%\n"
 	fmt.Fprintf(&b, head, "class", "sent", "ok", "429", "errors", "dropped", "p50 ms", "p95 ms", "p99 ms", "max ms", "slo ms", "slo")
