@@ -141,6 +141,10 @@ type Batch struct {
 	Total     int
 	Completed int
 	Failed    int
+	// CostUSD is the cost of the work done for the batch so far: the sum
+	// of the CostUSD of every item outcome recorded (retried attempts
+	// included), bumped in the same transaction as the items.
+	CostUSD float64
 	// OutputFileID and ErrorFileID are set when the batch reaches a
 	// terminal status (see Store.FinishBatch).
 	OutputFileID string
@@ -259,6 +263,10 @@ type ItemResult struct {
 	Result        []byte
 	Error         string
 	NextAttemptAt time.Time
+	// CostUSD is what running this attempt cost (its share of the busy
+	// time of the batches that ran it, at the instance price); added to
+	// the batch's CostUSD when the outcome is applied.
+	CostUSD float64
 }
 
 // ItemKey names one item.

@@ -18,7 +18,7 @@ import (
 const activeStatuses = `('validating', 'in_progress', 'finalizing', 'cancelling')`
 
 const batchCols = `id, owner, input_file_id, endpoint, completion_window, window_ns, status, metadata,
-	idempotency_key, request_hash, total, completed, failed, output_file_id, error_file_id, errors,
+	idempotency_key, request_hash, total, completed, failed, cost_usd, output_file_id, error_file_id, errors,
 	created_at, in_progress_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
 	cancelled_at, expires_at`
 
@@ -41,7 +41,7 @@ func scanBatch(row pgx.Row) (*jobs.Batch, error) {
 	var metadata, errs []byte
 	var t [9]int64
 	err := row.Scan(&b.ID, &b.Owner, &b.InputFileID, &b.Endpoint, &b.CompletionWindow, &window, &status, &metadata,
-		&b.IdempotencyKey, &b.RequestHash, &b.Total, &b.Completed, &b.Failed, &b.OutputFileID, &b.ErrorFileID, &errs,
+		&b.IdempotencyKey, &b.RequestHash, &b.Total, &b.Completed, &b.Failed, &b.CostUSD, &b.OutputFileID, &b.ErrorFileID, &errs,
 		&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8])
 	if err != nil {
 		return nil, err
@@ -184,7 +184,7 @@ func (s *Store) CreateBatch(ctx context.Context, b *jobs.Batch, items iter.Seq2[
 	b.InProgressAt, b.FinalizingAt, b.CompletedAt, b.FailedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	b.ExpiredAt, b.CancellingAt, b.CancelledAt = time.Time{}, time.Time{}, time.Time{}
 	*b.StatusTime(status) = now
-	b.Completed, b.Failed, b.OutputFileID, b.ErrorFileID = 0, 0, "", ""
+	b.Completed, b.Failed, b.CostUSD, b.OutputFileID, b.ErrorFileID = 0, 0, 0, "", ""
 	return false, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"time"
 
@@ -100,6 +101,11 @@ func (s *Store) CompleteItems(ctx context.Context, owner string, results []jobs.
 		if r.State != jobs.ItemDone && r.State != jobs.ItemFailed && r.State != jobs.ItemPending {
 			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: cannot complete as %q", r.BatchID, r.Seq, r.State)
 		}
+		// A NaN or an infinity would stick in the batch's cost for good
+		// (and SQLite refuses them), so neither store takes one.
+		if math.IsNaN(r.CostUSD) || math.IsInf(r.CostUSD, 0) || r.CostUSD < 0 {
+			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: bad cost %v", r.BatchID, r.Seq, r.CostUSD)
+		}
 	}
 	if len(results) == 0 {
 		return nil, nil
@@ -152,7 +158,10 @@ func completeItems(ctx context.Context, tx pgx.Tx, owner string, results []jobs.
 		return cmp.Or(cmp.Compare(a.pk, b.pk), cmp.Compare(a.Seq, b.Seq))
 	})
 	var stale []jobs.ItemKey
-	type bump struct{ pk, done, failed int64 }
+	type bump struct {
+		pk, done, failed int64
+		cost             float64
+	}
 	var bumps []bump
 	for group := range chunkBy(sorted, func(r res) int64 { return r.pk }) {
 		pk := group[0].pk
@@ -163,6 +172,7 @@ func completeItems(ctx context.Context, tx pgx.Tx, owner string, results []jobs.
 			results [][]byte
 			errs    []string
 			nexts   []int64
+			costs   = map[int64]float64{}
 		)
 		for i, r := range group {
 			if i > 0 && r.Seq == group[i-1].Seq {
@@ -175,6 +185,7 @@ func completeItems(ctx context.Context, tx pgx.Tx, owner string, results []jobs.
 			results = append(results, r.Result)
 			errs = append(errs, r.Error)
 			nexts = append(nexts, ts(r.NextAttemptAt))
+			costs[r.Seq] = r.CostUSD
 		}
 		rows, err := tx.Query(ctx, completeSQL,
 			pk, seqs, owner, states, codes, results, errs, nexts)
@@ -193,6 +204,9 @@ func completeItems(ctx context.Context, tx pgx.Tx, owner string, results []jobs.
 			case jobs.ItemFailed:
 				b.failed++
 			}
+			// Every applied outcome's cost counts, a retry's too: the
+			// attempt's work was done.
+			b.cost += costs[seq]
 			return nil
 		}); err != nil {
 			return nil, err
@@ -202,13 +216,13 @@ func completeItems(ctx context.Context, tx pgx.Tx, owner string, results []jobs.
 				stale = append(stale, jobs.ItemKey{BatchID: group[0].BatchID, Seq: sq})
 			}
 		}
-		if b.done > 0 || b.failed > 0 {
+		if b.done > 0 || b.failed > 0 || b.cost != 0 {
 			bumps = append(bumps, b)
 		}
 	}
 	for _, b := range bumps {
-		if _, err := tx.Exec(ctx, `UPDATE batches SET completed = completed + $1, failed = failed + $2 WHERE pk = $3`,
-			b.done, b.failed, b.pk); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE batches SET completed = completed + $1, failed = failed + $2, cost_usd = cost_usd + $3
+			WHERE pk = $4`, b.done, b.failed, b.cost, b.pk); err != nil {
 			return nil, err
 		}
 	}

@@ -113,6 +113,10 @@ CREATE INDEX items_runnable ON items (batch_pk, seq) WHERE state IN ('pending', 
 -- ReleaseLeases.
 CREATE INDEX items_lease_owner ON items (lease_owner) WHERE state = 'leased';
 `,
+	// 2: the cost of the work done for a batch, in US dollars: the sum of
+	// the costs of the item outcomes recorded (retries included). A
+	// constant default: no table rewrite.
+	`ALTER TABLE batches ADD COLUMN cost_usd double precision NOT NULL DEFAULT 0;`,
 }
 
 // migrateLock is the key of the transaction-level advisory lock that

@@ -104,6 +104,9 @@ CREATE INDEX items_runnable ON items (batch_pk, seq, state, next_attempt_at, lea
 -- ReleaseLeases.
 CREATE INDEX items_lease_owner ON items (lease_owner) WHERE state = 'leased';
 `,
+	// 2: the cost of the work done for a batch, in US dollars: the sum of
+	// the costs of the item outcomes recorded (retries included).
+	`ALTER TABLE batches ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;`,
 }
 
 // migrate brings the schema to the latest version in one transaction.

@@ -43,6 +43,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"net/url"
 	"slices"
 	"strings"
@@ -447,7 +448,7 @@ func (s *Store) DeleteFile(ctx context.Context, owner, id string) error {
 const activeStatuses = `('validating', 'in_progress', 'finalizing', 'cancelling')`
 
 const batchCols = `id, owner, input_file_id, endpoint, completion_window, window_ns, status, metadata,
-	idempotency_key, request_hash, total, completed, failed, output_file_id, error_file_id, errors,
+	idempotency_key, request_hash, total, completed, failed, cost_usd, output_file_id, error_file_id, errors,
 	created_at, in_progress_at, finalizing_at, completed_at, failed_at, expired_at, cancelling_at,
 	cancelled_at, expires_at`
 
@@ -469,7 +470,7 @@ func scanBatch(sc interface{ Scan(...any) error }) (*jobs.Batch, error) {
 	var status, metadata, errs string
 	var t [9]int64
 	err := sc.Scan(&b.ID, &b.Owner, &b.InputFileID, &b.Endpoint, &b.CompletionWindow, &window, &status, &metadata,
-		&b.IdempotencyKey, &b.RequestHash, &b.Total, &b.Completed, &b.Failed, &b.OutputFileID, &b.ErrorFileID, &errs,
+		&b.IdempotencyKey, &b.RequestHash, &b.Total, &b.Completed, &b.Failed, &b.CostUSD, &b.OutputFileID, &b.ErrorFileID, &errs,
 		&t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8])
 	if err != nil {
 		return nil, err
@@ -584,7 +585,7 @@ func (s *Store) CreateBatch(ctx context.Context, b *jobs.Batch, items iter.Seq2[
 	b.InProgressAt, b.FinalizingAt, b.CompletedAt, b.FailedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	b.ExpiredAt, b.CancellingAt, b.CancelledAt = time.Time{}, time.Time{}, time.Time{}
 	*b.StatusTime(status) = now
-	b.Completed, b.Failed, b.OutputFileID, b.ErrorFileID = 0, 0, "", ""
+	b.Completed, b.Failed, b.CostUSD, b.OutputFileID, b.ErrorFileID = 0, 0, 0, "", ""
 	return false, nil
 }
 
@@ -937,6 +938,11 @@ func (s *Store) CompleteItems(ctx context.Context, owner string, results []jobs.
 		if r.State != jobs.ItemDone && r.State != jobs.ItemFailed && r.State != jobs.ItemPending {
 			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: cannot complete as %q", r.BatchID, r.Seq, r.State)
 		}
+		// A NaN would turn the batch's cost into NULL (refused by NOT
+		// NULL, failing the whole call) and an infinity would stick.
+		if math.IsNaN(r.CostUSD) || math.IsInf(r.CostUSD, 0) || r.CostUSD < 0 {
+			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: bad cost %v", r.BatchID, r.Seq, r.CostUSD)
+		}
 	}
 	if len(results) == 0 {
 		return nil, nil
@@ -954,7 +960,10 @@ func (s *Store) CompleteItems(ctx context.Context, owner string, results []jobs.
 }
 
 func completeItems(ctx context.Context, tx *sql.Tx, owner string, results []jobs.ItemResult) (stale []jobs.ItemKey, err error) {
-	type counts struct{ done, failed int }
+	type counts struct {
+		done, failed int
+		cost         float64
+	}
 	pks := map[string]int64{}
 	bumps := map[int64]*counts{}
 	finish, err := tx.PrepareContext(ctx, `UPDATE items SET state = ?, result = ?, status_code = ?, error = ?, lease_until = 0
@@ -999,13 +1008,16 @@ func completeItems(ctx context.Context, tx *sql.Tx, owner string, results []jobs
 		case jobs.ItemFailed:
 			bumps[pk].failed++
 		}
+		// Every applied outcome's cost counts, a retry's too: the
+		// attempt's work was done.
+		bumps[pk].cost += r.CostUSD
 	}
 	for pk, c := range bumps {
-		if c.done == 0 && c.failed == 0 {
+		if c.done == 0 && c.failed == 0 && c.cost == 0 {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE batches SET completed = completed + ?, failed = failed + ? WHERE pk = ?`,
-			c.done, c.failed, pk); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE batches SET completed = completed + ?, failed = failed + ?, cost_usd = cost_usd + ?
+			WHERE pk = ?`, c.done, c.failed, c.cost, pk); err != nil {
 			return stale, err
 		}
 	}

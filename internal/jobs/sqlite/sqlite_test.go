@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -131,6 +132,80 @@ func TestNewerSchemaRefused(t *testing.T) {
 	if s, err := Open(path, clock.Real{}); err == nil {
 		s.Close()
 		t.Fatal("Open of a newer schema succeeded")
+	}
+}
+
+// TestMigrateFromV1: a database made by a build that had only migration
+// 1 (no batches.cost_usd) is upgraded by Open, and its batches keep their
+// state and start at cost 0.
+func TestMigrateFromV1(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "jobs.db")
+	start := ts(storetest.Start)
+	db, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
+		`INSERT INTO schema_version (version) VALUES (1)`,
+		migrations[0],
+		`INSERT INTO files (id, owner, purpose, filename, bytes, created_at, ready, updated_at)
+			VALUES ('file-1', 'o', 'batch', 'in.jsonl', 1, ?1, 1, ?1)`,
+		`INSERT INTO batches (id, owner, input_file_id, endpoint, completion_window, window_ns, status,
+				total, completed, created_at, in_progress_at)
+			VALUES ('batch_1', 'o', 'file-1', '/e', '', 0, 'in_progress', 3, 1, ?1, ?1)`,
+		`INSERT INTO items (batch_pk, seq, custom_id, state) VALUES (1, 0, 'c-0', 'done'), (1, 1, 'c-1', 'pending'),
+			(1, 2, 'c-2', 'pending')`,
+		`INSERT INTO item_bodies (batch_pk, seq, body) VALUES (1, 0, '{}'), (1, 1, '{}'), (1, 2, '{}')`,
+	} {
+		if _, err := db.ExecContext(ctx, q, start); err != nil {
+			db.Close()
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	clk := clock.NewFake(storetest.Start)
+	s, err := Open(path, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var version int
+	if err := s.r.QueryRow(`SELECT version FROM schema_version`).Scan(&version); err != nil || version != len(migrations) {
+		t.Fatalf("schema version %d, %v; want %d", version, err, len(migrations))
+	}
+	got, err := s.GetBatch(ctx, "o", "batch_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Total != 3 || got.Completed != 1 || got.CostUSD != 0 || !got.InProgressAt.Equal(storetest.Start) {
+		t.Fatalf("after upgrade %+v", got)
+	}
+	leased, err := s.LeaseItems(ctx, "batch_1", "p1", 10, time.Minute)
+	if err != nil || len(leased) != 2 {
+		t.Fatalf("LeaseItems = %d items, %v", len(leased), err)
+	}
+	stale, err := s.CompleteItems(ctx, "p1", []jobs.ItemResult{
+		{BatchID: "batch_1", Seq: 1, State: jobs.ItemDone, StatusCode: 200, Result: []byte(`{}`), CostUSD: 0.25},
+		{BatchID: "batch_1", Seq: 2, State: jobs.ItemPending, Error: "retry", CostUSD: 0.5},
+	})
+	if err != nil || len(stale) != 0 {
+		t.Fatalf("CompleteItems = %v, %v", stale, err)
+	}
+	s.Close()
+
+	// Reopening an upgraded database migrates nothing and keeps the cost.
+	s, err = Open(path, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err = s.GetBatch(ctx, "o", "batch_1")
+	if err != nil || got.Completed != 2 || got.CostUSD != 0.75 {
+		t.Fatalf("after reopen %+v, %v", got, err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"iter"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -61,6 +62,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener) {
 		{"Items/CancelPending", testCancelPending},
 		{"Items/ResultsOrderAndCounters", testResultsOrder},
 		{"Items/CompleteErrors", testCompleteErrors},
+		{"Items/Cost", testCost},
 		{"Crash/ReopenMidLease", testCrashReopen},
 		{"Crash/RandomIncarnations", testCrashRandom},
 	}
@@ -201,6 +203,39 @@ func (e *env) checkCounters(st jobs.Store, b *jobs.Batch) jobs.ItemCounts {
 		e.t.Fatalf("batch counters total=%d completed=%d failed=%d, items %+v", got.Total, got.Completed, got.Failed, c)
 	}
 	return c
+}
+
+// closeTo reports whether got is want up to a relative 1e-12 (exactly,
+// for 0): stores may add costs in another order.
+func closeTo(got, want float64) bool {
+	if want == 0 {
+		return got == 0
+	}
+	return math.Abs(got-want) <= 1e-12*math.Abs(want)
+}
+
+// checkCost checks the cost of b, an active batch, as GetBatch,
+// ListBatches and ActiveBatches return it.
+func (e *env) checkCost(st jobs.Store, b *jobs.Batch, want float64, what string) {
+	e.t.Helper()
+	got, err := st.GetBatch(e.ctx, b.Owner, b.ID)
+	must(e.t, err, "GetBatch")
+	if !closeTo(got.CostUSD, want) {
+		e.t.Fatalf("%s: GetBatch cost %v, want %v", what, got.CostUSD, want)
+	}
+	list, _, err := st.ListBatches(e.ctx, b.Owner, "", 100)
+	must(e.t, err, "ListBatches")
+	active, err := st.ActiveBatches(e.ctx)
+	must(e.t, err, "ActiveBatches")
+	for name, bs := range map[string][]*jobs.Batch{"ListBatches": list, "ActiveBatches": active} {
+		i := slices.IndexFunc(bs, func(x *jobs.Batch) bool { return x.ID == b.ID })
+		if i < 0 {
+			e.t.Fatalf("%s: %s did not return batch %s", what, name, b.ID)
+		}
+		if !closeTo(bs[i].CostUSD, want) {
+			e.t.Fatalf("%s: %s cost %v, want %v", what, name, bs[i].CostUSD, want)
+		}
+	}
 }
 
 // collect returns the batch's items in state, checking Seq order.
@@ -1221,6 +1256,95 @@ func testCompleteErrors(t *testing.T, e *env) {
 	}
 	e.complete(e.st, "r1", results(items, jobs.ItemDone, "r1"))
 	e.checkExactlyOnce(e.st, b)
+}
+
+// testCost checks that every applied outcome's cost, and only those, adds
+// to its batch's cost, in the same call.
+func testCost(t *testing.T, e *env) {
+	b := e.mkBatch("alice", 6)
+	other := e.mkBatch("alice", 2)
+	if b.CostUSD != 0 {
+		t.Fatalf("CreateBatch returned cost %v, want 0", b.CostUSD)
+	}
+	e.checkCost(e.st, b, 0, "new batch")
+	a := e.lease(e.st, b, "r1", 4, time.Minute)     // 0..3
+	bb := e.lease(e.st, b, "r2", 2, time.Minute)    // 4, 5
+	o := e.lease(e.st, other, "r1", 2, time.Minute) // other's 0, 1
+	res := func(it *jobs.Item, state jobs.ItemState, cost float64) jobs.ItemResult {
+		r := results([]*jobs.Item{it}, state, "cost")[0]
+		if state == jobs.ItemPending {
+			r.NextAttemptAt, r.Error = e.clk.Now(), "retry"
+		}
+		r.CostUSD = cost
+		return r
+	}
+	key := func(it *jobs.Item) jobs.ItemKey { return jobs.ItemKey{BatchID: it.BatchID, Seq: it.Seq} }
+	var want, wantOther float64
+	for _, step := range []struct {
+		name          string
+		owner         string
+		rs            []jobs.ItemResult
+		stale         []jobs.ItemKey
+		add, addOther float64
+	}{
+		{"done, failed and retry", "r1", []jobs.ItemResult{
+			res(a[0], jobs.ItemDone, 0.1), res(a[1], jobs.ItemFailed, 0.2), res(a[2], jobs.ItemPending, 0.3),
+			res(o[0], jobs.ItemDone, 0.05)}, nil, 0.1 + 0.2 + 0.3, 0.05},
+		{"stale: leased by another owner", "r1", []jobs.ItemResult{res(bb[0], jobs.ItemDone, 100)},
+			[]jobs.ItemKey{key(bb[0])}, 0, 0},
+		{"stale: already completed", "r1", []jobs.ItemResult{
+			res(a[0], jobs.ItemDone, 100), res(a[3], jobs.ItemDone, 1.5e-7), res(a[1], jobs.ItemPending, 100)},
+			[]jobs.ItemKey{key(a[0]), key(a[1])}, 1.5e-7, 0},
+		{"only retries", "r2", []jobs.ItemResult{
+			res(bb[0], jobs.ItemPending, 0.0625), res(bb[1], jobs.ItemPending, 1.0/3)}, nil, 0.0625 + 1.0/3, 0},
+		{"no cost", "r1", []jobs.ItemResult{res(o[1], jobs.ItemDone, 0)}, nil, 0, 0},
+	} {
+		stale, err := e.st.CompleteItems(e.ctx, step.owner, step.rs)
+		must(t, err, step.name)
+		if !slices.Equal(stale, step.stale) {
+			t.Fatalf("%s: stale %v, want %v", step.name, stale, step.stale)
+		}
+		want += step.add
+		wantOther += step.addOther
+		e.checkCost(e.st, b, want, step.name)
+		e.checkCost(e.st, other, wantOther, step.name)
+		e.checkCounters(e.st, b)
+	}
+
+	// A cost that is not a finite, non-negative number is refused, and
+	// the call changes nothing.
+	again := e.lease(e.st, b, "r3", 10, time.Minute) // the retried 2, 4, 5
+	if !slices.Equal(seqs(again), []int64{2, 4, 5}) {
+		t.Fatalf("r3 leased %v, want 2, 4, 5", seqs(again))
+	}
+	for _, bad := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -0.5} {
+		_, err := e.st.CompleteItems(e.ctx, "r3", []jobs.ItemResult{
+			res(again[0], jobs.ItemDone, 1), res(again[1], jobs.ItemDone, bad)})
+		code(t, err, infergate.EInvalid, fmt.Sprintf("complete with cost %v", bad))
+	}
+	if c := e.checkCounters(e.st, b); c != (jobs.ItemCounts{Leased: 3, Done: 2, Failed: 1}) {
+		t.Fatalf("a refused CompleteItems changed items: %+v", c)
+	}
+	e.checkCost(e.st, b, want, "after refused costs")
+
+	// Costs keep adding up over further attempts; a RetryItem costs
+	// nothing.
+	must(t, e.st.RetryItem(e.ctx, "r3", b.ID, 2, e.clk.Now(), "again"), "RetryItem")
+	e.checkCost(e.st, b, want, "RetryItem")
+	e.complete(e.st, "r3", []jobs.ItemResult{res(again[1], jobs.ItemDone, 0.01), res(again[2], jobs.ItemFailed, 0.02)})
+	want += 0.01 + 0.02
+	e.checkCost(e.st, b, want, "second attempts")
+	last := e.lease(e.st, b, "r4", 10, time.Minute)
+	if !slices.Equal(seqs(last), []int64{2}) {
+		t.Fatalf("r4 leased %v, want 2", seqs(last))
+	}
+	e.complete(e.st, "r4", []jobs.ItemResult{res(last[0], jobs.ItemDone, 2.5e-3)})
+	want += 2.5e-3
+	e.checkCost(e.st, b, want, "third attempt")
+	e.checkExactlyOnce(e.st, b)
+
+	// The cost is stored: another handle sees it.
+	e.checkCost(e.open(t, e.clk), b, want, "another handle")
 }
 
 // ---- Crashes ----
