@@ -461,7 +461,8 @@ func (s *Scheduler) execute(ctx context.Context, id int, e Executor, b *batch, b
 			r.done <- result{err: runError(err)}
 			continue
 		}
-		resp := &Response{Outputs: split(outs, b, off, r.items), Queued: queued, Compute: wall, BatchSize: b.items}
+		resp := &Response{Outputs: split(outs, b, off, r.items), Queued: queued, Compute: wall, BatchSize: b.items,
+			Busy: time.Duration(float64(busy) * float64(r.items) / float64(max(b.items, 1)))}
 		off += r.items
 		s.rec.RecordRequest(s.cfg.Model, r.class, OutcomeOK, queued, wall)
 		r.done <- result{resp: resp}

@@ -93,6 +93,9 @@ type Response struct {
 	Queued    time.Duration
 	Compute   time.Duration
 	BatchSize int
+	// Busy is the request's share of its batch's busy time (by items):
+	// what the cost ledger charges it.
+	Busy time.Duration
 }
 
 type request struct {
