@@ -426,8 +426,12 @@ func runBatchSubmit(ctx context.Context, args []string, stdout, stderr io.Writer
 	if s := wall.Seconds(); s > 0 {
 		rate = float64(done) / s
 	}
-	fmt.Fprintf(summary, "batch %s %s: %d/%d completed, %d failed, wall %s, %.1f items/s (measured client-side, upload included)\n",
-		b.ID, b.Status, rc.Completed, rc.Total, rc.Failed, wall.Round(time.Millisecond), rate)
+	cost := ""
+	if b.Infergate != nil && b.Infergate.CostUSD != nil {
+		cost = fmt.Sprintf(", cost $%.3g (busy time at the instance price)", *b.Infergate.CostUSD)
+	}
+	fmt.Fprintf(summary, "batch %s %s: %d/%d completed, %d failed, wall %s, %.1f items/s (measured client-side, upload included)%s\n",
+		b.ID, b.Status, rc.Completed, rc.Total, rc.Failed, wall.Round(time.Millisecond), rate, cost)
 	printValidationErrors(summary, b)
 	if asJSON {
 		if err := writeJSONIndent(stdout, b); err != nil {

@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +94,12 @@ func TestBatchCLI(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "completed: 30/30 completed, 0 failed") {
 		t.Errorf("no summary in stdout:\n%s", &stdout)
+	}
+	// The batch's cost: its items' share of measured busy time, so not 0.
+	if m := regexp.MustCompile(`cost \$([0-9.e+-]+)`).FindStringSubmatch(stdout.String()); m == nil {
+		t.Errorf("no cost in the summary:\n%s", &stdout)
+	} else if c, err := strconv.ParseFloat(m[1], 64); err != nil || c <= 0 {
+		t.Errorf("cost %q: want a positive figure", m[1])
 	}
 	f, err := os.Open(filepath.Join(out, id+"_output.jsonl"))
 	if err != nil {

@@ -131,6 +131,10 @@ func benchJob(ctx context.Context, f *benchFlags, stdout, stderr io.Writer, log 
 	if bulk.Items > 0 {
 		perK := bulk.BusySeconds * after.PricePerInstanceHour / 3600 / float64(bulk.Items) * 1000
 		out["job_cost_per_1k_busy"] = perK
+		// The batch's own cost (each item's share of its batches' busy
+		// time) against the ledger's bulk line over the same run.
+		out["job_batch_cost_usd"] = alone.CostUSD
+		out["job_ledger_bulk_cost_usd"] = bulk.BusySeconds * after.PricePerInstanceHour / 3600
 		out["job_avg_batch"] = float64(bulk.Items) / float64(max(bulk.Batches, 1))
 		if s, ok := single["cost_per_1k_busy"].(float64); ok && s > 0 {
 			out["job_cost_vs_single"] = perK / s
@@ -265,6 +269,8 @@ type jobFigures struct {
 	// RunCores is the CPU this process used during the run, in cores
 	// (with an in-process server: the server's).
 	RunCores float64 `json:"run_process_cores"`
+	// CostUSD is the batch object's cost_usd at the end.
+	CostUSD float64 `json:"cost_usd"`
 }
 
 // runJob uploads input, creates a batch and polls it every 20 ms until it
@@ -297,6 +303,9 @@ func runJob(ctx context.Context, c *batchClient, input, model string, onRunning 
 		UploadS: t1.Sub(t0).Seconds(), CreateS: t2.Sub(t1).Seconds(), RunS: t3.Sub(t2).Seconds(), Status: b.Status}
 	if b.Status != openai.StatusCompleted || fig.Completed != fig.Items {
 		return fig, fmt.Errorf("job %s ended %s with %d of %d items completed", b.ID, b.Status, fig.Completed, fig.Items)
+	}
+	if b.Infergate != nil && b.Infergate.CostUSD != nil {
+		fig.CostUSD = *b.Infergate.CostUSD
 	}
 	fig.ItemsPerSec = float64(fig.Items) / fig.RunS
 	fig.ItemsPerSecFromCreate = float64(fig.Items) / t3.Sub(t1).Seconds()
@@ -400,7 +409,7 @@ func printJob(w io.Writer, asJSON bool, out map[string]any) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	keys := []string{"runtime", "job_items", "input_bytes", "raw_batch_size", "raw_items_per_sec", "job_vs_raw", "job_from_create_vs_raw",
-		"job_avg_batch", "job_cost_per_1k_busy", "single_cost_per_1k_busy", "job_cost_vs_single",
+		"job_avg_batch", "job_cost_per_1k_busy", "single_cost_per_1k_busy", "job_cost_vs_single", "job_batch_cost_usd", "job_ledger_bulk_cost_usd",
 		"rt_busy_fraction", "rt_p99_with_job_vs_alone", "job_items_per_sec_during_rt", "spare_items_per_sec", "job_share_of_spare"}
 	for _, k := range keys {
 		if v, ok := out[k]; ok {

@@ -515,7 +515,7 @@ func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // batchObject converts a stored batch to its OpenAI object, with the
-// infergate extension. cost_usd is not tracked per batch yet and is 0.
+// infergate extension.
 func (s *Server) batchObject(b *jobs.Batch) openai.BatchObject {
 	o := openai.BatchObject{
 		ID: b.ID, Object: openai.ObjectBatch, Endpoint: b.Endpoint,
@@ -541,7 +541,8 @@ func (s *Server) batchObject(b *jobs.Batch) openai.BatchObject {
 		}
 		o.Errors = openai.NewBatchErrors(errs)
 	}
-	ext := &openai.BatchExtension{}
+	cost := b.CostUSD
+	ext := &openai.BatchExtension{CostUSD: &cost}
 	finished := b.Completed + b.Failed
 	switch {
 	case b.Total > 0:

@@ -309,15 +309,17 @@ func TestCreateBatch(t *testing.T) {
 		t.Fatalf("stored body is not in binary form: %q", body)
 	}
 	x := httpapi.NewExecutor(env.eng, kserve.Limits{})
-	st1, fromStored, err1 := x.Execute(t.Context(), "sum", leased[0].Body)
-	st2, fromJSON, err2 := x.Execute(t.Context(), "sum", []byte(`{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`))
+	r1 := x.ExecuteOne(t.Context(), "sum", leased[0].Body)
+	r2 := x.ExecuteOne(t.Context(), "sum", []byte(`{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`))
+	st1, fromStored, err1 := r1.Status, r1.Body, r1.Err
+	st2, fromJSON, err2 := r2.Status, r2.Body, r2.Err
 	if err1 != nil || err2 != nil || st1 != 200 || st2 != 200 || !bytes.Equal(fromStored, fromJSON) {
 		t.Fatalf("stored body: %d %v %s; JSON body: %d %v %s", st1, err1, fromStored, st2, err2, fromJSON)
 	}
 	// A corrupt stored body is a permanent error, not a crash.
 	for _, bad := range [][]byte{{0}, {0, 0xff}, {0, 200, 1, '{'}} {
-		if st, resp, err := x.Execute(t.Context(), "sum", bad); err != nil || st != 400 {
-			t.Errorf("corrupt body %q: status %d, err %v: %s", bad, st, err, resp)
+		if r := x.ExecuteOne(t.Context(), "sum", bad); r.Err != nil || r.Status != 400 {
+			t.Errorf("corrupt body %q: status %d, err %v: %s", bad, r.Status, r.Err, r.Body)
 		}
 	}
 }

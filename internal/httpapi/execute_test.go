@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +17,7 @@ import (
 	"github.com/infergate/infergate/internal/config"
 	"github.com/infergate/infergate/internal/engine"
 	"github.com/infergate/infergate/internal/httpapi"
+	"github.com/infergate/infergate/internal/jobs/runner"
 	"github.com/infergate/infergate/internal/kserve"
 )
 
@@ -39,7 +44,8 @@ func TestExecute(t *testing.T) {
 	x := httpapi.NewExecutor(newEngine(t, nil, nil), kserve.Limits{})
 	body := []byte(`{"id":"r1","inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[0.5,0.5,0.5,0.5]]}],"parameters":{"binary_data_output":true}}`)
 	orig := bytes.Clone(body)
-	status, resp, err := x.Execute(t.Context(), "sum", body)
+	rep := x.ExecuteOne(t.Context(), "sum", body)
+	status, resp, err := rep.Status, rep.Body, rep.Err
 	if err != nil || status != 200 {
 		t.Fatalf("status %d, err %v: %s", status, err, resp)
 	}
@@ -77,7 +83,8 @@ func TestExecutePermanentErrors(t *testing.T) {
 		{"unknown model", "nope", `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`, 404, infergate.ENotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, resp, err := x.Execute(t.Context(), tc.model, []byte(tc.body))
+			rep := x.ExecuteOne(t.Context(), tc.model, []byte(tc.body))
+			status, resp, err := rep.Status, rep.Body, rep.Err
 			if err != nil {
 				t.Fatalf("err %v, want a permanent failure as a status", err)
 			}
@@ -111,15 +118,109 @@ func TestExecuteOverloadIsTransient(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	// One request runs (and hangs), one queues, the third is rejected.
-	go func() { _, _, _ = x.Execute(ctx, "sum", body) }()
+	go func() { x.ExecuteOne(ctx, "sum", body) }()
 	waitFor("first running", func() bool { return len(sess.Batches()) == 1 })
-	go func() { _, _, _ = x.Execute(ctx, "sum", body) }()
+	go func() { x.ExecuteOne(ctx, "sum", body) }()
 	waitFor("second queued", func() bool { return m.Sched.QueueLen(infergate.ClassBulk) == 1 })
-	status, resp, err := x.Execute(t.Context(), "sum", body)
+	rep := x.ExecuteOne(t.Context(), "sum", body)
+	status, resp, err := rep.Status, rep.Body, rep.Err
 	if err == nil || infergate.ErrorCode(err) != infergate.EOverloaded {
 		t.Fatalf("status %d, err %v: %s; want an overloaded error", status, err, resp)
 	}
 	if status != 0 || resp != nil {
 		t.Fatalf("status %d, resp %q with an error", status, resp)
+	}
+}
+
+func TestExecuteGroups(t *testing.T) {
+	// A batch holding a row that starts with 666 fails in the runtime, as
+	// if that item crashed it.
+	poison := func(in []infergate.Tensor) error {
+		for _, v := range fake.Floats(in[0]) {
+			if v == 666 {
+				return errors.New("the runtime choked on an item")
+			}
+		}
+		return nil
+	}
+	row := func(vals string) string {
+		return `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[` + vals + `]}]}`
+	}
+	bodies := []string{
+		row("1,1,1,1"), row("2,2,2,2"), row("3,3,3,3"), row("4,4,4,4"),
+		`{"id":"two","inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[5,6,7,8]]}]}`,
+		`{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}`, // bad shape
+		row("666,0,0,0"), // fails the runtime
+		`{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"nope"}]}`,
+		row("5,5,5,5"), row("6,6,6,6"), row("7,7,7,7"), row("8,8,8,8"), row("9,9,9,9"),
+	}
+	type want struct {
+		status int
+		sums   []float64 // status 200
+		err    bool      // a transient error
+	}
+	wants := []want{
+		{200, []float64{4}, false}, {200, []float64{8}, false}, {200, []float64{12}, false}, {200, []float64{16}, false},
+		{200, []float64{10, 26}, false},
+		{400, nil, false},
+		{0, nil, true},
+		{400, nil, false},
+		{200, []float64{20}, false}, {200, []float64{24}, false}, {200, []float64{28}, false}, {200, []float64{32}, false}, {200, []float64{36}, false},
+	}
+	for _, group := range []int{1, 3, 8} {
+		t.Run(fmt.Sprintf("group=%d", group), func(t *testing.T) {
+			sess := &fake.Session{Err: poison}
+			x := httpapi.NewExecutor(newEngine(t, nil, func() *fake.Session { return sess }), kserve.Limits{})
+			x.Group = group
+			in := make([][]byte, len(bodies))
+			for i, b := range bodies {
+				in[i] = []byte(b)
+			}
+			got := make([]int, len(bodies))
+			var mu sync.Mutex
+			x.Execute(t.Context(), "sum", in, func(i int, rep runner.Reply) {
+				mu.Lock()
+				got[i]++
+				mu.Unlock()
+				w := wants[i]
+				if w.err {
+					if rep.Err == nil || rep.Status != 0 {
+						t.Errorf("item %d: status %d err %v, want a transient error", i, rep.Status, rep.Err)
+					}
+					return
+				}
+				if rep.Err != nil || rep.Status != w.status {
+					t.Errorf("item %d: status %d err %v: %s; want %d", i, rep.Status, rep.Err, rep.Body, w.status)
+					return
+				}
+				if w.status != 200 {
+					return
+				}
+				var out struct {
+					ID      string `json:"id"`
+					Outputs []struct {
+						Shape []int64   `json:"shape"`
+						Data  []float64 `json:"data"`
+					} `json:"outputs"`
+				}
+				if err := json.Unmarshal(rep.Body, &out); err != nil || len(out.Outputs) != 1 ||
+					!slices.Equal(out.Outputs[0].Data, w.sums) || out.Outputs[0].Shape[0] != int64(len(w.sums)) {
+					t.Errorf("item %d: %s, want sums %v", i, rep.Body, w.sums)
+				}
+				if i == 4 && out.ID != "two" {
+					t.Errorf("item 4 lost its id: %s", rep.Body)
+				}
+			})
+			for i, n := range got {
+				if n != 1 {
+					t.Errorf("item %d answered %d times", i, n)
+				}
+			}
+			// Grouped items share runtime batches (the scheduler may join
+			// separate requests too, so only grouping is checked).
+			if runs := sess.Batches(); group > 1 && len(runs) >= len(bodies) {
+				t.Errorf("group %d: batches %v, want items joined", group, runs)
+			}
+		})
 	}
 }

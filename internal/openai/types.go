@@ -166,8 +166,9 @@ type BatchExtension struct {
 	// EstimatedCompletionAt is when the batch should finish at the current
 	// rate, in Unix seconds; null when unknown or finished.
 	EstimatedCompletionAt *int64 `json:"estimated_completion_at"`
-	// CostUSD is the cost of the work done so far, from the cost ledger;
-	// omitted until per-batch cost is tracked (never a made-up 0).
+	// CostUSD is the cost of the work done so far: each attempt's share of
+	// the measured busy time of the batches that ran it, at the instance
+	// price, as the cost ledger charges it.
 	CostUSD *float64 `json:"cost_usd,omitempty"`
 }
 

@@ -250,7 +250,11 @@ type gateExec struct {
 	held       atomic.Int32
 }
 
-func (g *gateExec) Execute(ctx context.Context, model string, body []byte) (int, []byte, error) {
+func (g *gateExec) Execute(ctx context.Context, model string, bodies [][]byte, done func(int, Reply)) {
+	eachItem(ctx, model, bodies, done, g.one)
+}
+
+func (g *gateExec) one(ctx context.Context, model string, body []byte) (int, []byte, error) {
 	var in struct {
 		CID string `json:"cid"`
 	}
@@ -262,7 +266,7 @@ func (g *gateExec) Execute(ctx context.Context, model string, body []byte) (int,
 		}
 		g.held.Add(-1)
 	}
-	return g.fakeExec.Execute(ctx, model, body)
+	return g.fakeExec.one(ctx, model, body)
 }
 
 // watchStore is a jobs.Store that records the errors of the runner's

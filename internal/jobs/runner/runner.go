@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -36,15 +37,30 @@ import (
 	"github.com/infergate/infergate/internal/openai"
 )
 
-// Executor runs one item's v2 inference request body against a model
-// through the server's bulk lane. status is the HTTP status the same
-// request would get from POST /v2/models/{model}/infer and resp its body.
-// err != nil means a transient failure (overload, unavailable, deadline):
-// the item is retried later. A 4xx status is permanent; a 5xx status is
-// retried like an error, and recorded with its response once the attempts
-// are used up.
+// Executor runs items' v2 inference request bodies against a model through
+// the server's bulk lane.
+//
+// Execute runs every body of bodies (one item each; the server may run
+// several as one request) and calls done(i, reply) exactly once for each
+// index i, from any goroutine, as soon as item i has its answer; it returns
+// after the last call. A reply is what POST /v2/models/{model}/infer would
+// answer the body alone: Status and Body. Err != nil means a transient
+// failure (overload, unavailable, deadline): the item is retried later. A
+// 4xx status is permanent; a 5xx status is retried like an error, and
+// recorded with its response once the attempts are used up.
 type Executor interface {
-	Execute(ctx context.Context, model string, body []byte) (status int, resp []byte, err error)
+	Execute(ctx context.Context, model string, bodies [][]byte, done func(i int, r Reply))
+}
+
+// Reply is the answer to one item.
+type Reply struct {
+	Status int
+	Body   []byte
+	Err    error
+	// CostUSD is the item's share of the measured busy time of the
+	// batches that ran it, at the instance price: what the cost ledger
+	// charged for it. 0 when not known.
+	CostUSD float64
 }
 
 // Config configures a Runner. Store and Exec are required; the rest have
@@ -421,34 +437,71 @@ func (r *Runner) inProgress(ctx, execCtx context.Context, items *sync.WaitGroup,
 	if err != nil {
 		return err
 	}
-	for _, it := range leased {
+	if len(leased) > 0 {
 		items.Add(1)
 		go func() {
 			defer items.Done()
-			r.results <- r.execute(execCtx, model, it)
+			r.execute(execCtx, model, leased)
 		}()
 	}
 	return nil
 }
 
-// execute runs one leased item and turns the result into its outcome.
-func (r *Runner) execute(execCtx context.Context, model string, it *jobs.Item) outcome {
-	if it.Attempts > r.cfg.MaxLeases {
-		// Leased far more often than it was retried (its holders died or
-		// overran their leases): a poison pill, not run again. A lease
-		// lost to a killed process counts as an attempt in the store, so
-		// this allowance is separate from, and larger than, MaxAttempts.
-		return outcome{res: jobs.ItemResult{BatchID: it.BatchID, Seq: it.Seq, State: jobs.ItemFailed,
-			Error: fmt.Sprintf("%s: abandoned after %d attempts", infergate.EInternal, it.Attempts-1)}, done: true}
+// execute runs leased items (of one batch) together and sends each one's
+// outcome to the collector as soon as it has it: exactly one per item.
+func (r *Runner) execute(execCtx context.Context, model string, leased []*jobs.Item) {
+	run := make([]*jobs.Item, 0, len(leased))
+	for _, it := range leased {
+		if it.Attempts > r.cfg.MaxLeases {
+			// Leased far more often than it was retried (its holders died
+			// or overran their leases): a poison pill, not run again. A
+			// lease lost to a killed process counts as an attempt in the
+			// store, so this allowance is separate from, and larger than,
+			// MaxAttempts.
+			r.results <- outcome{res: jobs.ItemResult{BatchID: it.BatchID, Seq: it.Seq, State: jobs.ItemFailed,
+				Error: fmt.Sprintf("%s: abandoned after %d attempts", infergate.EInternal, it.Attempts-1)}, done: true}
+			continue
+		}
+		run = append(run, it)
 	}
+	if len(run) == 0 {
+		return
+	}
+	bodies := make([][]byte, len(run))
+	for i, it := range run {
+		bodies[i] = it.Body
+	}
+	answered := make([]atomic.Bool, len(run))
 	ctx, cancel := context.WithTimeout(execCtx, r.cfg.LeaseFor)
-	status, resp, err := r.cfg.Exec.Execute(ctx, model, it.Body)
+	r.cfg.Exec.Execute(ctx, model, bodies, func(i int, rep Reply) {
+		if i < 0 || i >= len(run) || answered[i].Swap(true) {
+			r.log.Error("runner: the executor answered an item it was not given, or twice", "index", i, "items", len(run))
+			return
+		}
+		r.results <- r.outcome(execCtx, run[i], rep)
+	})
 	cancel()
+	for i, it := range run {
+		if !answered[i].Load() {
+			// An executor that forgot one: its slot must still be freed.
+			r.results <- r.outcome(execCtx, it, Reply{Err: infergate.Errorf(infergate.EInternal, "the executor gave no answer")})
+		}
+	}
+}
+
+// outcome turns an item's reply into its outcome.
+func (r *Runner) outcome(execCtx context.Context, it *jobs.Item, rep Reply) outcome {
+	status, resp, err := rep.Status, rep.Body, rep.Err
 	if execCtx.Err() != nil && (err != nil || status == 0) {
 		// Shut down before it finished: leave the item to ReleaseLeases.
 		return outcome{}
 	}
 	res := jobs.ItemResult{BatchID: it.BatchID, Seq: it.Seq}
+	if c := rep.CostUSD; c > 0 && !math.IsInf(c, 1) {
+		// The store refuses a bad cost, with every outcome recorded
+		// alongside: an executor's bad figure costs only the figure.
+		res.CostUSD = c
+	}
 	switch {
 	case err == nil && status >= 200 && status < 300:
 		res.State, res.StatusCode, res.Result = jobs.ItemDone, status, resp

@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -40,7 +41,26 @@ func newFakeExec() *fakeExec {
 	return &fakeExec{calls: map[string]int{}, permanent: map[string]int{}, transient: map[string]int{}}
 }
 
-func (f *fakeExec) Execute(ctx context.Context, model string, body []byte) (int, []byte, error) {
+func (f *fakeExec) Execute(ctx context.Context, model string, bodies [][]byte, done func(int, Reply)) {
+	eachItem(ctx, model, bodies, done, f.one)
+}
+
+// eachItem runs every body through one on its own goroutine, as an
+// executor running items independently would, and answers each as it
+// finishes.
+func eachItem(ctx context.Context, model string, bodies [][]byte, done func(int, Reply),
+	one func(ctx context.Context, model string, body []byte) (int, []byte, error)) {
+	var wg sync.WaitGroup
+	for i, body := range bodies {
+		wg.Go(func() {
+			status, resp, err := one(ctx, model, body)
+			done(i, Reply{Status: status, Body: resp, Err: err, CostUSD: 0.001})
+		})
+	}
+	wg.Wait()
+}
+
+func (f *fakeExec) one(ctx context.Context, model string, body []byte) (int, []byte, error) {
 	var in struct {
 		CID string `json:"cid"`
 	}
@@ -375,6 +395,11 @@ func TestTransientFailures(t *testing.T) {
 	}
 	if got := ex.Calls(cid(7)); got != 3 {
 		t.Errorf("c-0007 ran %d times, want MaxAttempts=3", got)
+	}
+	// Every attempt's cost (the fake's 0.001 each), retries included, is
+	// in the batch's: 17 items once, 3, 2 and 3 attempts.
+	if want := 0.001 * (17 + 3 + 2 + 3); math.Abs(b.CostUSD-want) > 1e-9 {
+		t.Errorf("batch cost %v, want %v", b.CostUSD, want)
 	}
 }
 
