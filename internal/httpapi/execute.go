@@ -72,6 +72,10 @@ func (x *Executor) Execute(ctx context.Context, model string, bodies [][]byte, d
 		return
 	}
 	group := max(x.Group, 1)
+	// A joined request is taken whole into a batch: it may not hold more
+	// rows than the bulk lane forms now (its policy's maximum, 1 for
+	// single, AIMD's current limit).
+	rows := max(min(m.Info.MaxBatchSize, m.Sched.BatchLimit(infergate.ClassBulk)), 1)
 	if m.Info.MaxBatchSize <= 0 {
 		group = 1 // no batch dimension to join along
 	}
@@ -97,7 +101,7 @@ func (x *Executor) Execute(ctx context.Context, model string, bodies [][]byte, d
 			for _, o := range ch {
 				total += o.items
 			}
-			if len(ch) < group && total+it.items <= max(m.Info.MaxBatchSize, 1) && joinable(ch[0].req, it.req) {
+			if len(ch) < group && total+it.items <= rows && joinable(ch[0].req, it.req) {
 				chunks[c] = append(ch, it)
 				placed = true
 				break
@@ -194,11 +198,15 @@ func (x *Executor) run(ctx context.Context, m *engine.Model, ch []execItem, done
 				done(it.i, x.reply(nil, 0, err))
 			}
 		default:
-			// Perhaps one item's fault: each alone, so that only the
-			// ones that fail by themselves fail.
+			// Perhaps one item's fault: each alone (side by side, as they
+			// would have run), so that only the ones that fail by
+			// themselves fail. The failed run's busy time is in the
+			// ledger but in no item's cost.
+			var wg sync.WaitGroup
 			for _, it := range ch {
-				x.run(ctx, m, []execItem{it}, done)
+				wg.Go(func() { x.run(ctx, m, []execItem{it}, done) })
 			}
+			wg.Wait()
 		}
 		return
 	}

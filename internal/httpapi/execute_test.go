@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -14,7 +15,9 @@ import (
 	"github.com/infergate/infergate"
 	"github.com/infergate/infergate/internal/backend/fake"
 	"github.com/infergate/infergate/internal/batching"
+	"github.com/infergate/infergate/internal/clock"
 	"github.com/infergate/infergate/internal/config"
+	"github.com/infergate/infergate/internal/cost"
 	"github.com/infergate/infergate/internal/engine"
 	"github.com/infergate/infergate/internal/httpapi"
 	"github.com/infergate/infergate/internal/jobs/runner"
@@ -216,10 +219,87 @@ func TestExecuteGroups(t *testing.T) {
 					t.Errorf("item %d answered %d times", i, n)
 				}
 			}
-			// Grouped items share runtime batches (the scheduler may join
-			// separate requests too, so only grouping is checked).
-			if runs := sess.Batches(); group > 1 && len(runs) >= len(bodies) {
-				t.Errorf("group %d: batches %v, want items joined", group, runs)
+		})
+	}
+}
+
+func TestExecuteSplitsAndPrices(t *testing.T) {
+	// Multi-row items between one-row ones, all joinable and good: one
+	// request per group, outputs split back by rows, and each item priced
+	// at its rows' share of the busy time, which adds up to the ledger's.
+	bodies := []string{
+		`{"id":"a","inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[1,1,1,1,2,2,2,2]}]}`,
+		`{"id":"b","inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[3,3,3,3]}]}`,
+		`{"id":"c","inputs":[{"name":"input","shape":[3,4],"datatype":"FP32","data":[4,4,4,4,5,5,5,5,6,6,6,6]}]}`,
+		`{"id":"d","inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[7,7,7,7]}]}`,
+	}
+	sums := [][]float64{{4, 8}, {12}, {16, 20, 24}, {28}}
+	tests := []struct {
+		group int
+		runs  []int // runtime batch sizes, when the grouping decides them
+	}{
+		{8, []int{7}},
+		{2, nil}, // a+b and c+d, which the scheduler may join or not
+		{1, nil},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("group=%d", tc.group), func(t *testing.T) {
+			sess := &fake.Session{Latency: func(n int) time.Duration { return time.Duration(n) * time.Millisecond }}
+			led := cost.New(clock.Real{}, 3600) // $1 per instance-second
+			eng := engine.New(engine.Options{Runtime: fake.Runtime{New: func() *fake.Session { return sess }}, Ledger: led})
+			if err := eng.Load(t.Context(), config.Model{Name: "sum", Path: "unused", Instances: 1, MaxBatchSize: 8, WarmupRuns: -1}); err != nil {
+				t.Fatal(err)
+			}
+			eng.SetReady(true)
+			t.Cleanup(func() { _ = eng.Close(context.Background()) })
+			x := httpapi.NewExecutor(eng, kserve.Limits{})
+			x.Group = tc.group
+			in := make([][]byte, len(bodies))
+			for i, b := range bodies {
+				in[i] = []byte(b)
+			}
+			var mu sync.Mutex
+			var total float64
+			costs := make([]float64, len(bodies))
+			x.Execute(t.Context(), "sum", in, func(i int, rep runner.Reply) {
+				var out struct {
+					ID      string `json:"id"`
+					Outputs []struct {
+						Shape []int64   `json:"shape"`
+						Data  []float64 `json:"data"`
+					} `json:"outputs"`
+				}
+				if rep.Err != nil || rep.Status != 200 || json.Unmarshal(rep.Body, &out) != nil || len(out.Outputs) != 1 ||
+					out.ID != string(rune('a'+i)) || !slices.Equal(out.Outputs[0].Data, sums[i]) ||
+					out.Outputs[0].Shape[0] != int64(len(sums[i])) {
+					t.Errorf("item %d: status %d err %v: %s; want id %c, sums %v", i, rep.Status, rep.Err, rep.Body, 'a'+i, sums[i])
+				}
+				mu.Lock()
+				costs[i] = rep.CostUSD
+				total += rep.CostUSD
+				mu.Unlock()
+			})
+			if tc.runs != nil && !slices.Equal(sess.Batches(), tc.runs) {
+				t.Errorf("runtime batches %v, want %v", sess.Batches(), tc.runs)
+			}
+			var ledger float64
+			for _, l := range led.Report().Lines {
+				if l.Class == "bulk" {
+					ledger += l.CostUSD
+				}
+			}
+			// Shares are whole nanoseconds of busy time: equal to a few
+			// nanoseconds per item.
+			if ledger <= 0 || math.Abs(total-ledger) > 1e-3*ledger {
+				t.Errorf("items cost %v in all, the ledger's bulk line %v", total, ledger)
+			}
+			if tc.group == 8 {
+				// One batch: cost by rows, 2:1:3:1.
+				for i, rows := range []float64{2, 1, 3, 1} {
+					if want := total * rows / 7; math.Abs(costs[i]-want) > 1e-3*total {
+						t.Errorf("item %d cost %v, want %v (its rows' share)", i, costs[i], want)
+					}
+				}
 			}
 		})
 	}

@@ -342,7 +342,9 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	h.Set(ServerTimeHeader, fmtMS(server))
 	_, _ = w.Write(buf)
 	// What the request cost outside the scheduler, for the planner.
-	m.Sched.Latency().ObserveOverhead(res.BatchSize, time.Since(start)-res.Queued-res.Compute)
+	// (Up to the same point as the server time: writing the answer is the
+	// client path's, as a client measures it.)
+	m.Sched.Latency().ObserveOverhead(res.BatchSize, server-res.Queued-res.Compute)
 }
 
 func fmtMS(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1e3, 'f', 3, 64) }

@@ -28,6 +28,7 @@ import (
 	"github.com/infergate/infergate/internal/engine"
 	"github.com/infergate/infergate/internal/httpapi"
 	"github.com/infergate/infergate/internal/kserve"
+	"github.com/infergate/infergate/internal/loadgen"
 )
 
 // client bounds every test request, so that a bug fails a test instead of
@@ -284,5 +285,11 @@ func TestMalformedChunkedBodyIs400(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 400 || !strings.Contains(string(b), `"error"`) {
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+}
+
+func TestServerTimeHeaderMatchesTheLoadGenerator(t *testing.T) {
+	if httpapi.ServerTimeHeader != loadgen.ServerTimeHeader {
+		t.Errorf("server sends %q, the load generator reads %q", httpapi.ServerTimeHeader, loadgen.ServerTimeHeader)
 	}
 }

@@ -186,10 +186,10 @@ func (c *fastClient) numConns() (open, idle int) {
 // do sends request body of class cl and reads the response. It returns the
 // HTTP status (0 with a non-nil error on a transport error or timeout) and
 // whether the response carried Retry-After, and the server's own time for
-// the request from its X-Infergate-Server-Ms header (0 without one).
+// the request from its X-Infergate-Server-Ms header (-1 without one).
 func (c *fastClient) do(ctx context.Context, cl infergate.Class, body int) (int, bool, time.Duration, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, false, 0, err
+		return 0, false, -1, err
 	}
 	req := c.reqs[cl][body]
 	now := time.Now()
@@ -200,7 +200,7 @@ func (c *fastClient) do(ctx context.Context, cl infergate.Class, body int) (int,
 	for attempt := 0; ; attempt++ {
 		fc, err := c.get(ctx, deadline, attempt > 0)
 		if err != nil {
-			return 0, false, 0, err
+			return 0, false, -1, err
 		}
 		stale := fc.reused && now.Sub(fc.idleSince) >= fastStaleAfter
 		var stop func() bool
@@ -222,7 +222,7 @@ func (c *fastClient) do(ctx context.Context, cl infergate.Class, body int) (int,
 			if cerr := ctx.Err(); cerr != nil {
 				err = cerr
 			}
-			return 0, false, 0, err
+			return 0, false, -1, err
 		}
 		if resp.keep {
 			c.put(fc)
@@ -259,7 +259,7 @@ func (fc *fastConn) roundTrip(req []byte, deadline time.Time) (resp respInfo, st
 type respInfo struct {
 	status     int
 	retryAfter bool          // a non-empty Retry-After header
-	server     time.Duration // X-Infergate-Server-Ms (0: none or unparsable)
+	server     time.Duration // X-Infergate-Server-Ms (-1: none or unparsable)
 	keep       bool          // the connection can carry another request
 }
 
@@ -319,7 +319,7 @@ var (
 // empty line.
 func readHead(br *bufio.Reader) (respInfo, headInfo, error) {
 	h := headInfo{contentLength: -1}
-	var r respInfo
+	r := respInfo{server: -1}
 	line, long, err := readLine(br)
 	if err != nil {
 		return r, h, err

@@ -336,7 +336,7 @@ func (c *collector) record(cl infergate.Class, status int, retryAfter bool, err 
 	case status == http.StatusOK:
 		s.ok++
 		s.lats = append(s.lats, lat)
-		if server > 0 {
+		if server >= 0 {
 			s.serverLats = append(s.serverLats, server)
 			s.paths = append(s.paths, max(lat-server, 0))
 		}
@@ -381,6 +381,8 @@ func newTransport(maxInFlight int) *http.Transport {
 // error on a transport error or timeout) and whether the response carried
 // Retry-After. Implementations: sender (net/http) and fastClient.
 type requester interface {
+	// server is the server's own time from its ServerTimeHeader, -1
+	// without one.
 	do(ctx context.Context, cl infergate.Class, body int) (status int, retryAfter bool, server time.Duration, err error)
 }
 
@@ -427,18 +429,18 @@ func (s *sender) do(ctx context.Context, cl infergate.Class, body int) (int, boo
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(s.payload.bodies[body]))
 	if err != nil {
-		return 0, false, 0, err
+		return 0, false, -1, err
 	}
 	req.Header = s.payload.header(s.classValue[cl])
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, false, 0, err
+		return 0, false, -1, err
 	}
 	// Read the body fully so the connection goes back to the pool.
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return 0, false, 0, err
+		return 0, false, -1, err
 	}
 	return resp.StatusCode, resp.Header.Get("Retry-After") != "", parseServerMS(resp.Header.Get(ServerTimeHeader)), nil
 }
@@ -448,14 +450,15 @@ func (s *sender) do(ctx context.Context, cl infergate.Class, body int) (int, boo
 // start to the response's encoding, without the network and the client.
 const ServerTimeHeader = "X-Infergate-Server-Ms"
 
-// parseServerMS parses a ServerTimeHeader value; 0 if empty or invalid.
+// parseServerMS parses a ServerTimeHeader value; -1 if empty or invalid
+// (0 is a valid time, rounded below the header's resolution).
 func parseServerMS(v string) time.Duration {
 	if v == "" {
-		return 0
+		return -1
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f <= 0 || f > 1e9 || math.IsNaN(f) {
-		return 0
+	if err != nil || f < 0 || f > 1e9 || math.IsNaN(f) {
+		return -1
 	}
 	return time.Duration(f * float64(time.Millisecond))
 }

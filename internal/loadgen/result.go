@@ -49,8 +49,10 @@ type Result struct {
 	ServerP50, ServerP99 time.Duration
 	// PathP50 and PathP99 are quantiles of each such response's latency
 	// minus its server time: the client path (sending, the network, the
-	// server's accept and read before its handler runs, and the client
-	// reading the answer), measured per request.
+	// server's accept and read before its handler runs, its writing of the
+	// answer, and the client reading it), measured per request. Latency
+	// runs from the scheduled send time, so an open loop's own lateness in
+	// sending is in it too.
 	PathP50, PathP99 time.Duration
 	// SLOAttainment is the fraction of all scheduled requests that got a 200
 	// within their class's SLO.

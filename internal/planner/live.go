@@ -44,6 +44,10 @@ func FromLive(model string, instances int, points []perfmodel.Point, overhead, d
 	// pooled over all sizes (the root mean square, weighted by samples),
 	// with the weight of shrinkSamples samples; a size with a full window
 	// keeps two thirds of its own.
+	// (A point without a count, from an older server, keeps its own
+	// spread when no point has one, and gets the pooled one otherwise.
+	// The shrink is linear in sigma toward a root mean square: a simple
+	// weighting, not a posterior.)
 	pooled := 0.0
 	if wsum > 0 {
 		pooled = math.Sqrt(w2 / wsum)

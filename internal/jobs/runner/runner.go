@@ -482,7 +482,7 @@ func (r *Runner) execute(execCtx context.Context, model string, leased []*jobs.I
 	})
 	cancel()
 	for i, it := range run {
-		if !answered[i].Load() {
+		if answered[i].CompareAndSwap(false, true) {
 			// An executor that forgot one: its slot must still be freed.
 			r.results <- r.outcome(execCtx, it, Reply{Err: infergate.Errorf(infergate.EInternal, "the executor gave no answer")})
 		}

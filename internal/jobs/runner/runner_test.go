@@ -645,3 +645,48 @@ func TestRunOnce(t *testing.T) {
 		t.Error("second Run succeeded")
 	}
 }
+
+// sloppyExec answers the first item twice, an index it was not given, and
+// the last item only after Execute has returned.
+type sloppyExec struct {
+	late sync.WaitGroup
+}
+
+func (s *sloppyExec) Execute(ctx context.Context, model string, bodies [][]byte, done func(int, Reply)) {
+	// Counted before any answer, so that a test waiting once the batch has
+	// completed also waits for this call's late answer.
+	s.late.Add(1)
+	f := newFakeExec()
+	answer := func(i int) Reply {
+		status, body, err := f.one(ctx, model, bodies[i])
+		return Reply{Status: status, Body: body, Err: err}
+	}
+	last := len(bodies) - 1
+	for i := range last {
+		done(i, answer(i))
+	}
+	done(0, answer(0))
+	done(len(bodies), answer(0))
+	done(-1, answer(0))
+	late := answer(last)
+	go func() {
+		defer s.late.Done()
+		time.Sleep(20 * time.Millisecond)
+		done(last, late)
+	}()
+}
+
+func TestSloppyExecutor(t *testing.T) {
+	st := openStore(t, clock.Real{})
+	b := createBatch(t, st, 40, 24*time.Hour)
+	ex := &sloppyExec{}
+	cfg := testConfig(st, ex, "r1")
+	cfg.Concurrency = 16 // a slot taken twice would show as a stall
+	start(t, cfg)
+	b = waitStatus(t, st, b.ID, jobs.StatusCompleted)
+	ex.late.Wait()
+	out, errs := results(t, st, b, 40)
+	if len(out) != 40 || len(errs) != 0 || b.Completed != 40 || b.Failed != 0 {
+		t.Fatalf("%d output, %d errors, counts %d/%d", len(out), len(errs), b.Completed, b.Failed)
+	}
+}
