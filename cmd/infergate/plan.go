@@ -42,11 +42,19 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	svg := fs.String("svg", "", "plot the cheapest SLO-meeting cost per 1k of each mode against load (1/8x to 4x --rate) to `file` (SVG)")
 	url := fs.String("url", "", "with --validate: a running server with the same configuration, instead of one in this process")
 	validate := fs.Bool("validate", false, "replay Poisson loads at 25%, 50% and 80% of the measured hybrid capacity against a real server and compare with the prediction")
+	replay := fs.Duration("validate-duration", 5*time.Second, "with --validate: how long each load is replayed (and simulated)")
+	repeat := fs.Int("validate-repeat", 3, "with --validate: replays of each load (other arrivals each); the measured figures are their medians, since one stall of a shared machine moves one replay's p99 by a quarter")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *validate {
-		return runPlanValidate(ctx, &sf, *url, *model, *seed, *asJSON, stdout, stderr)
+		if *replay < time.Second {
+			return fmt.Errorf("--validate-duration must be at least 1s")
+		}
+		if *repeat < 1 {
+			return fmt.Errorf("--validate-repeat must be at least 1")
+		}
+		return runPlanValidate(ctx, &sf, *url, *model, *seed, *replay, *repeat, *asJSON, stdout, stderr)
 	}
 	if (*rate <= 0) == (*tracePath == "") {
 		return fmt.Errorf("give --rate > 0 or --trace FILE")
@@ -220,7 +228,7 @@ type liveModel struct {
 // profile of the runtime alone, measured first, and from the server's own
 // live latency model after its capacity run (batch latencies as they are
 // while HTTP handling shares the cores).
-func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, seed uint64, asJSON bool, stdout, stderr io.Writer) error {
+func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, seed uint64, replay time.Duration, repeat int, asJSON bool, stdout, stderr io.Writer) error {
 	log, err := newLogger(stderr, "warn")
 	if err != nil {
 		return err
@@ -270,7 +278,7 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 		MaxQueueDelay: pol.MaxQueueDelay, BatchTimeout: pol.BatchTimeout, Instances: m.Instances}
 
 	// Capacity: closed loop, 64 clients.
-	capRes, err := runLoad(ctx, url, model, 0, 64, seed)
+	capRes, err := runLoad(ctx, url, model, 0, 64, seed, capacityDuration)
 	if err != nil {
 		return err
 	}
@@ -308,31 +316,45 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 	liveProf := planner.FromLive(model, m.Instances, live.Points, live.Overhead, live.Dispatch)
 
 	type row struct {
-		Fraction, Rate                    float64
-		MeasuredP50MS, LiveP50MS          float64
-		MeasuredAvgBatch, LiveAvgBatch    float64
-		MeasuredP99MS, MeasuredRPS        float64
-		MeasuredServerP50MS               float64
-		MeasuredServerP99MS               float64
-		LiveServerP50MS, LiveServerP99MS  float64
-		ClientPathP50MS, ClientPathP99MS  float64
-		MeasuredCostPer1k                 float64
+		Fraction, Rate                   float64
+		MeasuredP50MS, LiveP50MS         float64
+		MeasuredAvgBatch, LiveAvgBatch   float64
+		MeasuredP99MS, MeasuredRPS       float64
+		MeasuredServerP50MS              float64
+		MeasuredServerP99MS              float64
+		LiveServerP50MS, LiveServerP99MS float64
+		ClientPathP50MS, ClientPathP99MS float64
+		MeasuredCostPer1k                float64
+		// MeasuredP99RunsMS: each replay's p99 (the measured figures are
+		// the replays' medians).
+		MeasuredP99RunsMS                 []float64
 		RawP99MS, RawRPS, RawCostPer1k    float64
 		LiveP99MS, LiveRPS, LiveCostPer1k float64
 	}
 	var rows []row
 	for _, f := range []float64{0.25, 0.5, 0.8} {
 		rate := f * capacity
-		res, err := runLoad(ctx, url, model, rate, 0, seed)
-		if err != nil {
-			return err
+		r := row{Fraction: f, Rate: rate}
+		var p50, p99, rps, sp50, sp99, costs, batch []float64
+		for k := range repeat {
+			res, err := runLoad(ctx, url, model, rate, 0, seed+uint64(k), replay)
+			if err != nil {
+				return err
+			}
+			p50, p99, rps = append(p50, ms(res.P50)), append(p99, ms(res.P99)), append(rps, res.ThroughputRPS)
+			sp50, sp99 = append(sp50, ms(res.ServerP50)), append(sp99, ms(res.ServerP99))
+			if d := res.ServerDelta; d != nil && res.OK > 0 {
+				costs = append(costs, d["provisioned_seconds"]*res.ServerEnd["price"]/3600/float64(res.OK)*1000)
+				if d["batches"] > 0 {
+					batch = append(batch, d["items"]/d["batches"])
+				}
+			}
 		}
-		r := row{Fraction: f, Rate: rate, MeasuredP50MS: ms(res.P50), MeasuredP99MS: ms(res.P99), MeasuredRPS: res.ThroughputRPS,
-			MeasuredServerP50MS: ms(res.ServerP50), MeasuredServerP99MS: ms(res.ServerP99)}
-		if d := res.ServerDelta; d != nil && res.OK > 0 {
-			r.MeasuredCostPer1k = d["provisioned_seconds"] * res.ServerEnd["price"] / 3600 / float64(res.OK) * 1000
-		}
-		arr, err := planner.Workload{Pattern: planner.PatternPoisson, Rate: rate, Duration: validateDuration, Seed: seed}.Arrivals()
+		r.MeasuredP99RunsMS = slices.Clone(p99)
+		r.MeasuredP50MS, r.MeasuredP99MS, r.MeasuredRPS = median(p50), median(p99), median(rps)
+		r.MeasuredServerP50MS, r.MeasuredServerP99MS = median(sp50), median(sp99)
+		r.MeasuredCostPer1k, r.MeasuredAvgBatch = median(costs), median(batch)
+		arr, err := planner.Workload{Pattern: planner.PatternPoisson, Rate: rate, Duration: replay, Seed: seed}.Arrivals()
 		if err != nil {
 			return err
 		}
@@ -349,12 +371,9 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 		r.LiveAvgBatch = pl.AvgBatch
 		r.LiveServerP50MS, r.LiveServerP99MS = ms(ps.P50), ms(ps.P99)
 		r.ClientPathP50MS, r.ClientPathP99MS = ms(st.path.P50), ms(st.path.P99)
-		if d := res.ServerDelta; d != nil && d["batches"] > 0 {
-			r.MeasuredAvgBatch = d["items"] / d["batches"]
-		}
 		rows = append(rows, r)
-		fmt.Fprintf(stderr, "plan validate: %.0f%% (%.0f req/s): measured p50 %.2f p99 %.2f ms (server side %.2f / %.2f), batch %.1f; predicted p99 %.2f (raw profile), p50 %.2f p99 %.2f (server side %.2f / %.2f, client path %.2f / %.2f) batch %.1f (live)\n",
-			100*f, rate, r.MeasuredP50MS, r.MeasuredP99MS, r.MeasuredServerP50MS, r.MeasuredServerP99MS, r.MeasuredAvgBatch, r.RawP99MS,
+		fmt.Fprintf(stderr, "plan validate: %.0f%% (%.0f req/s): measured p99 per replay %.2f ms; medians: p50 %.2f p99 %.2f ms (server side %.2f / %.2f), batch %.1f; predicted p99 %.2f (raw profile), p50 %.2f p99 %.2f (server side %.2f / %.2f, client path %.2f / %.2f) batch %.1f (live)\n",
+			100*f, rate, r.MeasuredP99RunsMS, r.MeasuredP50MS, r.MeasuredP99MS, r.MeasuredServerP50MS, r.MeasuredServerP99MS, r.MeasuredAvgBatch, r.RawP99MS,
 			r.LiveP50MS, r.LiveP99MS, r.LiveServerP50MS, r.LiveServerP99MS, r.ClientPathP50MS, r.ClientPathP99MS, r.LiveAvgBatch)
 	}
 	if asJSON {
@@ -382,7 +401,7 @@ func runPlanValidate(ctx context.Context, sf *serveFlags, target, model string, 
 }
 
 const (
-	validateDuration  = 5 * time.Second
+	capacityDuration  = 5 * time.Second
 	sweepStepDuration = 2 * time.Second
 )
 
@@ -392,6 +411,21 @@ type sweepStep struct {
 	rate               float64
 	overhead, dispatch perfmodel.Overhead
 	path               struct{ P50, P99 time.Duration }
+}
+
+// median is the median of xs (the mean of the middle two for an even
+// count; 0 for none).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	v := slices.Clone(xs)
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }
 
 // nearestStep is the step whose rate is closest to rate.
@@ -407,8 +441,8 @@ func nearestStep(steps []sweepStep, rate float64) sweepStep {
 
 // runLoad drives url with binary one-item requests: open loop at rate, or
 // closed loop with concurrency clients.
-func runLoad(ctx context.Context, url, model string, rate float64, concurrency int, seed uint64) (*loadgen.Result, error) {
-	return loadgen.Run(ctx, loadgen.Config{URL: url, Model: model, Rate: rate, Concurrency: concurrency, Duration: validateDuration,
+func runLoad(ctx context.Context, url, model string, rate float64, concurrency int, seed uint64, d time.Duration) (*loadgen.Result, error) {
+	return loadgen.Run(ctx, loadgen.Config{URL: url, Model: model, Rate: rate, Concurrency: concurrency, Duration: d,
 		Warmup: time.Second, Payload: "binary", Seed: seed, ServerStats: serverStats(url, model)})
 }
 
