@@ -94,7 +94,7 @@ func (x *Executor) Execute(ctx context.Context, model string, bodies [][]byte, d
 			continue
 		}
 		// Into the first open chunk it fits: same input layout, room
-		// left under both Group and the model's maximum batch.
+		// left under both Group and the row limit.
 		placed := false
 		for c, ch := range chunks {
 			total := 0
