@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/infergate/infergate"
@@ -49,6 +50,23 @@ func RetryItem(ctx context.Context, c ItemCompleter, owner, batchID string, seq 
 	}
 	if len(stale) > 0 {
 		return infergate.Errorf(infergate.EConflict, "item %s/%d is not leased by %s", batchID, seq, owner)
+	}
+	return nil
+}
+
+// CheckItemResults checks the outcomes CompleteItems records: a state it
+// can record, and a finite, non-negative cost (a NaN or an infinity would
+// stick in the batch's cost for good, and SQLite refuses them). Every Store
+// calls it first, so that they refuse the same outcomes with the same
+// errors.
+func CheckItemResults(results []ItemResult) error {
+	for _, r := range results {
+		if r.State != ItemDone && r.State != ItemFailed && r.State != ItemPending {
+			return infergate.Errorf(infergate.EInvalid, "item %s/%d: cannot complete as %q", r.BatchID, r.Seq, r.State)
+		}
+		if math.IsNaN(r.CostUSD) || math.IsInf(r.CostUSD, 0) || r.CostUSD < 0 {
+			return infergate.Errorf(infergate.EInvalid, "item %s/%d: bad cost %v", r.BatchID, r.Seq, r.CostUSD)
+		}
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"math"
 	"slices"
 	"time"
 
@@ -97,15 +96,8 @@ func (s *Store) LeaseItems(ctx context.Context, batchID, owner string, n int, le
 // the items still leased by owner in seq order, then updates them from
 // arrays in one statement; the counters are bumped last.
 func (s *Store) CompleteItems(ctx context.Context, owner string, results []jobs.ItemResult) ([]jobs.ItemKey, error) {
-	for _, r := range results {
-		if r.State != jobs.ItemDone && r.State != jobs.ItemFailed && r.State != jobs.ItemPending {
-			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: cannot complete as %q", r.BatchID, r.Seq, r.State)
-		}
-		// A NaN or an infinity would stick in the batch's cost for good
-		// (and SQLite refuses them), so neither store takes one.
-		if math.IsNaN(r.CostUSD) || math.IsInf(r.CostUSD, 0) || r.CostUSD < 0 {
-			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: bad cost %v", r.BatchID, r.Seq, r.CostUSD)
-		}
+	if err := jobs.CheckItemResults(results); err != nil {
+		return nil, err
 	}
 	if len(results) == 0 {
 		return nil, nil

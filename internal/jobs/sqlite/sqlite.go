@@ -43,7 +43,6 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"math"
 	"net/url"
 	"slices"
 	"strings"
@@ -934,15 +933,8 @@ func loadBodies(ctx context.Context, tx *sql.Tx, pk int64, items []*jobs.Item) e
 
 // CompleteItems implements jobs.Store.
 func (s *Store) CompleteItems(ctx context.Context, owner string, results []jobs.ItemResult) ([]jobs.ItemKey, error) {
-	for _, r := range results {
-		if r.State != jobs.ItemDone && r.State != jobs.ItemFailed && r.State != jobs.ItemPending {
-			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: cannot complete as %q", r.BatchID, r.Seq, r.State)
-		}
-		// A NaN would turn the batch's cost into NULL (refused by NOT
-		// NULL, failing the whole call) and an infinity would stick.
-		if math.IsNaN(r.CostUSD) || math.IsInf(r.CostUSD, 0) || r.CostUSD < 0 {
-			return nil, infergate.Errorf(infergate.EInvalid, "item %s/%d: bad cost %v", r.BatchID, r.Seq, r.CostUSD)
-		}
+	if err := jobs.CheckItemResults(results); err != nil {
+		return nil, err
 	}
 	if len(results) == 0 {
 		return nil, nil
