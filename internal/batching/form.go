@@ -591,9 +591,15 @@ func checkOutputs(outs []infergate.Tensor, b *batch) error {
 	if len(b.reqs) == 1 {
 		return nil
 	}
+	return CheckRows(outs, b.items)
+}
+
+// CheckRows checks that every output of a batch of rows rows has that
+// many rows of equal size, so that SplitRows can hand them out.
+func CheckRows(outs []infergate.Tensor, rows int) error {
 	for _, o := range outs {
-		if len(o.Shape) == 0 || o.Shape[0] != int64(b.items) || len(o.Data)%b.items != 0 {
-			return infergate.Errorf(infergate.EInternal, "output %q has shape %v, not batch %d", o.Name, o.Shape, b.items)
+		if len(o.Shape) == 0 || o.Shape[0] != int64(rows) || len(o.Data)%rows != 0 {
+			return infergate.Errorf(infergate.EInternal, "output %q has shape %v, not batch %d", o.Name, o.Shape, rows)
 		}
 	}
 	return nil
@@ -604,9 +610,15 @@ func split(outs []infergate.Tensor, b *batch, off, n int) []infergate.Tensor {
 	if len(b.reqs) == 1 {
 		return outs
 	}
+	return SplitRows(outs, b.items, off, n)
+}
+
+// SplitRows returns the rows [off, off+n) of each output of a batch of
+// rows rows (checked by CheckRows), sharing memory.
+func SplitRows(outs []infergate.Tensor, rows, off, n int) []infergate.Tensor {
 	res := make([]infergate.Tensor, len(outs))
 	for i, o := range outs {
-		row := len(o.Data) / b.items
+		row := len(o.Data) / rows
 		shape := slices.Clone(o.Shape)
 		shape[0] = int64(n)
 		res[i] = infergate.Tensor{Name: o.Name, DataType: o.DataType, Shape: shape, Data: o.Data[off*row : (off+n)*row : (off+n)*row]}

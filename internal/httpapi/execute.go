@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate"
+	"github.com/infergate/infergate/internal/batching"
 	"github.com/infergate/infergate/internal/engine"
 	"github.com/infergate/infergate/internal/jobs/runner"
 	"github.com/infergate/infergate/internal/kserve"
@@ -183,12 +184,7 @@ func (x *Executor) run(ctx context.Context, m *engine.Model, ch []execItem, done
 	}
 	res, err := m.Sched.Submit(ctx, infergate.ClassBulk, inputs, total, 0)
 	if err == nil {
-		for _, o := range res.Outputs {
-			if len(o.Shape) == 0 || o.Shape[0] != int64(total) || len(o.Data)%total != 0 {
-				err = infergate.Errorf(infergate.EInternal, "output %q has shape %v, not batch %d", o.Name, o.Shape, total)
-				break
-			}
-		}
+		err = batching.CheckRows(res.Outputs, total)
 	}
 	if err != nil {
 		switch infergate.ErrorCode(err) {
@@ -212,13 +208,7 @@ func (x *Executor) run(ctx context.Context, m *engine.Model, ch []execItem, done
 	}
 	off := 0
 	for _, it := range ch {
-		outs := make([]infergate.Tensor, len(res.Outputs))
-		for k, o := range res.Outputs {
-			row := len(o.Data) / total
-			shape := slices.Clone(o.Shape)
-			shape[0] = int64(it.items)
-			outs[k] = infergate.Tensor{Name: o.Name, DataType: o.DataType, Shape: shape, Data: o.Data[off*row : (off+it.items)*row]}
-		}
+		outs := batching.SplitRows(res.Outputs, total, off, it.items)
 		off += it.items
 		busy := time.Duration(float64(res.Busy) * float64(it.items) / float64(total))
 		done(it.i, x.reply(x.encode(m, it, outs), busy, nil))
