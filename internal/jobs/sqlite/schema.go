@@ -107,6 +107,17 @@ CREATE INDEX items_lease_owner ON items (lease_owner) WHERE state = 'leased';
 	// 2: the cost of the work done for a batch, in US dollars: the sum of
 	// the costs of the item outcomes recorded (retries included).
 	`ALTER TABLE batches ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;`,
+	// 3: fewer indexes to keep up to date per item. Leasing and completing
+	// an item went through four indexes; items_runnable and
+	// items_lease_owner changed on both. Leasing now takes pending items
+	// in seq order from items_state, and expired leases from
+	// items_lease_until (empty but for items in flight), and ReleaseLeases
+	// looks up each batch's leased items in items_state.
+	`
+DROP INDEX items_runnable;
+DROP INDEX items_lease_owner;
+CREATE INDEX items_lease_until ON items (batch_pk, lease_until) WHERE state = 'leased';
+`,
 }
 
 // migrate brings the schema to the latest version in one transaction.

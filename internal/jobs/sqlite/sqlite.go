@@ -852,15 +852,9 @@ func (s *Store) LeaseItems(ctx context.Context, batchID, owner string, n int, le
 		if status != jobs.StatusInProgress {
 			return infergate.Errorf(infergate.EConflict, "batch %s is %s, not in_progress", batchID, status)
 		}
-		rows, err := tx.QueryContext(ctx, `UPDATE items
-			SET state = 'leased', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1
-			WHERE batch_pk = ?3 AND seq IN (
-				SELECT seq FROM items
-				WHERE batch_pk = ?3 AND state IN ('pending', 'leased')
-					AND ((state = 'pending' AND next_attempt_at <= ?4) OR (state = 'leased' AND lease_until <= ?4))
-				ORDER BY seq LIMIT ?5)
-			RETURNING seq, custom_id, attempts, next_attempt_at, error`,
-			owner, ts(until), pk, ts(now), n)
+		// The first n due items in seq order: pending ones (items_state,
+		// in seq order) and ones whose lease expired (items_lease_until).
+		rows, err := tx.QueryContext(ctx, leaseSQL, owner, ts(until), pk, ts(now), n)
 		if err != nil {
 			return err
 		}
@@ -885,6 +879,23 @@ func (s *Store) LeaseItems(ctx context.Context, batchID, owner string, n int, le
 	slices.SortFunc(items, func(a, b *jobs.Item) int { return cmp.Compare(a.Seq, b.Seq) })
 	return items, nil
 }
+
+const leaseSQL = `UPDATE items
+	SET state = 'leased', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1
+	WHERE batch_pk = ?3 AND seq IN (
+		SELECT seq FROM (SELECT seq FROM items INDEXED BY items_state
+			WHERE batch_pk = ?3 AND state = 'pending' AND next_attempt_at <= ?4 ORDER BY seq LIMIT ?5)
+		UNION ALL
+		SELECT seq FROM (SELECT seq FROM items INDEXED BY items_lease_until
+			WHERE batch_pk = ?3 AND state = 'leased' AND lease_until <= ?4 ORDER BY seq LIMIT ?5)
+		ORDER BY seq LIMIT ?5)
+	RETURNING seq, custom_id, attempts, next_attempt_at, error`
+
+// releaseSQL gives back owner's leases: each batch's leased items, by
+// items_state.
+const releaseSQL = `UPDATE items
+	SET state = 'pending', attempts = max(attempts - 1, 0), lease_until = 0, next_attempt_at = 0
+	WHERE batch_pk IN (SELECT pk FROM batches) AND state = 'leased' AND lease_owner = ?`
 
 // loadBodies fills in the request bodies of items (all of batch pk).
 func loadBodies(ctx context.Context, tx *sql.Tx, pk int64, items []*jobs.Item) error {
@@ -1025,9 +1036,7 @@ func (s *Store) RetryItem(ctx context.Context, owner, batchID string, seq int64,
 func (s *Store) ReleaseLeases(ctx context.Context, owner string) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE items
-			SET state = 'pending', attempts = max(attempts - 1, 0), lease_until = 0, next_attempt_at = 0
-			WHERE state = 'leased' AND lease_owner = ?`, owner)
+		res, err := tx.ExecContext(ctx, releaseSQL, owner)
 		if err != nil {
 			return err
 		}

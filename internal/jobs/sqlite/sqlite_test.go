@@ -217,34 +217,47 @@ func TestOpenBadPath(t *testing.T) {
 	}
 }
 
-// TestLeaseQueryPlan checks that leasing walks the runnable index instead
-// of scanning or sorting the batch's items.
+// TestLeaseQueryPlan checks that leasing walks items_state (pending items
+// in seq order) and items_lease_until (expired leases) instead of
+// scanning the batch's items, and that ReleaseLeases looks up each batch's
+// leased items instead of scanning the table.
 func TestLeaseQueryPlan(t *testing.T) {
 	s, err := Open(filepath.Join(t.TempDir(), "jobs.db"), clock.Real{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	rows, err := s.r.Query(`EXPLAIN QUERY PLAN SELECT seq FROM items
-		WHERE batch_pk = ?1 AND state IN ('pending', 'leased')
-			AND ((state = 'pending' AND next_attempt_at <= ?2) OR (state = 'leased' AND lease_until <= ?2))
-		ORDER BY seq LIMIT ?3`, 1, 2, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+	for _, tc := range []struct {
+		name, query string
+		args        []any
+		want        []string
+	}{
+		{"lease", leaseSQL, []any{"o", 1, 1, 2, 3}, []string{"items_state", "items_lease_until"}},
+		{"release", releaseSQL, []any{"o"}, []string{"items_"}},
+	} {
+		rows, err := s.r.Query(`EXPLAIN QUERY PLAN `+tc.query, tc.args...)
+		if err != nil {
 			t.Fatal(err)
 		}
-		plan = append(plan, detail)
-	}
-	p := strings.Join(plan, "; ")
-	if !strings.Contains(p, "items_runnable") || strings.Contains(p, "TEMP B-TREE") {
-		t.Fatalf("lease plan: %s", p)
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		p := strings.Join(plan, "; ")
+		for _, w := range tc.want {
+			if !strings.Contains(p, w) {
+				t.Errorf("%s plan does not use %s: %s", tc.name, w, p)
+			}
+		}
+		if strings.Contains(p, "SCAN items") {
+			t.Errorf("%s plan scans the items: %s", tc.name, p)
+		}
 	}
 }
 
@@ -388,7 +401,7 @@ func TestKill9Child(t *testing.T) {
 }
 
 func BenchmarkLeaseComplete(b *testing.B) {
-	for _, n := range []int{64} {
+	for _, n := range []int{64, 512} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			s, err := Open(filepath.Join(b.TempDir(), "jobs.db"), clock.Real{})
 			if err != nil {
