@@ -367,15 +367,13 @@ func splitObject(b []byte) (fields [numFields]json.RawMessage, err error) {
 }
 
 // WriteOutputLine writes l as one JSON line, ending in "\n", in a single
-// Write. HTML characters are not escaped.
+// Write (see AppendOutputLine). HTML characters are not escaped.
 func WriteOutputLine(w io.Writer, l *BatchOutputLine) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(l); err != nil {
+	b, err := AppendOutputLine(nil, l)
+	if err != nil {
 		return err
 	}
-	_, err := w.Write(buf.Bytes())
+	_, err = w.Write(b)
 	return err
 }
 
