@@ -416,33 +416,40 @@ func (r *Runner) inProgress(ctx, execCtx context.Context, items *sync.WaitGroup,
 		// get through.
 		return nil
 	}
-	// Reserve slots, then lease as many items.
-	n := 0
-	for n < r.cfg.LeaseBatch {
-		select {
-		case r.sem <- struct{}{}:
-			n++
-			continue
-		default:
+	// Fill the free slots, a lease of at most LeaseBatch items at a time:
+	// reserve slots, then lease as many items, until the slots or the
+	// batch's due items run out.
+	for ctx.Err() == nil {
+		n := 0
+		for n < r.cfg.LeaseBatch {
+			select {
+			case r.sem <- struct{}{}:
+				n++
+				continue
+			default:
+			}
+			break
 		}
-		break
-	}
-	if n == 0 {
-		return nil
-	}
-	leased, err := r.store.LeaseItems(ctx, b.ID, r.cfg.Owner, n, r.cfg.LeaseFor)
-	for range n - len(leased) {
-		<-r.sem
-	}
-	if err != nil {
-		return err
-	}
-	if len(leased) > 0 {
-		items.Add(1)
-		go func() {
-			defer items.Done()
-			r.execute(execCtx, model, leased)
-		}()
+		if n == 0 {
+			return nil
+		}
+		leased, err := r.store.LeaseItems(ctx, b.ID, r.cfg.Owner, n, r.cfg.LeaseFor)
+		for range n - len(leased) {
+			<-r.sem
+		}
+		if err != nil {
+			return err
+		}
+		if len(leased) > 0 {
+			items.Add(1)
+			go func() {
+				defer items.Done()
+				r.execute(execCtx, model, leased)
+			}()
+		}
+		if len(leased) < n {
+			return nil
+		}
 	}
 	return nil
 }
@@ -799,8 +806,21 @@ func (r *Runner) writeFile(ctx context.Context, b *jobs.Batch, state jobs.ItemSt
 	go func() {
 		defer close(wdone)
 		bw := bufio.NewWriterSize(pw, 64<<10)
+		ids := openai.NewIDSource()
+		var line []byte
 		err := r.store.ItemResults(ctx, b.ID, state, func(it *jobs.Item) error {
-			return openai.WriteOutputLine(bw, outputLine(it))
+			l := outputLine(it, ids)
+			var err error
+			if line, err = openai.AppendOutputLine(line[:0], l); err != nil && l.Response != nil {
+				// A result that is not JSON goes in as a JSON string.
+				l.Response.Body, _ = json.Marshal(string(it.Result))
+				line, err = openai.AppendOutputLine(line[:0], l)
+			}
+			if err != nil {
+				return err
+			}
+			_, err = bw.Write(line)
+			return err
 		})
 		if err == nil {
 			err = bw.Flush()
@@ -817,33 +837,25 @@ func (r *Runner) writeFile(ctx context.Context, b *jobs.Batch, state jobs.ItemSt
 	return f.ID, nil
 }
 
-// outputLine is the output or error file line of a terminal item.
-func outputLine(it *jobs.Item) *openai.BatchOutputLine {
-	l := &openai.BatchOutputLine{ID: openai.NewLineID(), CustomID: it.CustomID}
+// outputLine is the output or error file line of a terminal item, its
+// ids from ids.
+func outputLine(it *jobs.Item, ids *openai.IDSource) *openai.BatchOutputLine {
+	l := &openai.BatchOutputLine{ID: ids.LineID(), CustomID: it.CustomID}
 	if it.StatusCode > 0 && (it.State == jobs.ItemDone || len(it.Result) > 0) {
+		var body json.RawMessage // null when empty
+		if len(it.Result) > 0 {
+			body = it.Result
+		}
 		l.Response = &openai.BatchResponse{
 			StatusCode: it.StatusCode,
-			RequestID:  openai.NewRequestID(),
-			Body:       jsonBody(it.Result),
+			RequestID:  ids.RequestID(),
+			Body:       body,
 		}
 		return l
 	}
 	code, msg := lineError(it.Error)
 	l.Error = &openai.BatchLineError{Code: code, Message: msg}
 	return l
-}
-
-// jsonBody returns b if it is JSON, else b as a JSON string (null if
-// empty).
-func jsonBody(b []byte) json.RawMessage {
-	if len(b) == 0 {
-		return json.RawMessage("null")
-	}
-	if json.Valid(b) {
-		return b
-	}
-	s, _ := json.Marshal(string(b))
-	return s
 }
 
 // lineError splits an item error into an error code and message.

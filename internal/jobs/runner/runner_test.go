@@ -690,3 +690,61 @@ func TestSloppyExecutor(t *testing.T) {
 		t.Fatalf("%d output, %d errors, counts %d/%d", len(out), len(errs), b.Completed, b.Failed)
 	}
 }
+
+// bodyExec answers every item with a fixed status and body.
+type bodyExec struct {
+	status func(i int) int
+	body   func(i int) []byte
+}
+
+func (x bodyExec) Execute(ctx context.Context, model string, bodies [][]byte, done func(int, Reply)) {
+	for i, b := range bodies {
+		var in struct {
+			CID string `json:"cid"`
+		}
+		_ = json.Unmarshal(b, &in)
+		n := seqOf(in.CID)
+		done(i, Reply{Status: x.status(n), Body: x.body(n)})
+	}
+}
+
+// TestResultBodies checks how results that are not a JSON value reach the
+// output files: a body that is not JSON as a JSON string, an empty one as
+// null, and a JSON body compacted.
+func TestResultBodies(t *testing.T) {
+	st := openStore(t, clock.Real{})
+	b := createBatch(t, st, 4, 24*time.Hour)
+	bodies := [][]byte{[]byte("plain <text>"), nil, []byte(`{ "a" : [1, 2] }`), []byte(`{"error":"no"}`)}
+	ex := bodyExec{
+		status: func(i int) int { return []int{200, 200, 200, 404}[i] },
+		body:   func(i int) []byte { return bodies[i] },
+	}
+	start(t, testConfig(st, ex, "r1"))
+	b = waitStatus(t, st, b.ID, jobs.StatusCompleted)
+	out, errs := map[string]openai.BatchOutputLine{}, map[string]openai.BatchOutputLine{}
+	for _, l := range readLines(t, st, b.OutputFileID) {
+		out[l.CustomID] = l
+	}
+	for _, l := range readLines(t, st, b.ErrorFileID) {
+		errs[l.CustomID] = l
+	}
+	if len(out) != 3 || len(errs) != 1 {
+		t.Fatalf("%d output and %d error lines", len(out), len(errs))
+	}
+	var text string
+	if l := out[cid(0)]; l.Response == nil || json.Unmarshal(l.Response.Body, &text) != nil || text != "plain <text>" {
+		t.Errorf("not JSON: %+v, want the JSON string of the body", l.Response)
+	}
+	for c, want := range map[string]string{cid(1): `null`, cid(2): `{"a":[1,2]}`} {
+		l, ok := out[c]
+		if !ok || l.Response == nil || l.Response.StatusCode != 200 || string(l.Response.Body) != want {
+			t.Errorf("%s: %+v, want body %s", c, l.Response, want)
+		}
+		if ok && !strings.HasPrefix(l.Response.RequestID, "req_") {
+			t.Errorf("%s: request id %q", c, l.Response.RequestID)
+		}
+	}
+	if l := errs[cid(3)]; l.Response == nil || l.Response.StatusCode != 404 || string(l.Response.Body) != `{"error":"no"}` {
+		t.Errorf("error line: %+v", l.Response)
+	}
+}
