@@ -41,12 +41,9 @@ func startJobs(cfg config.Config, eng *engine.Engine, clk clock.Clock, log *slog
 	run, err := runner.New(runner.Config{
 		Store: store, Exec: httpapi.NewExecutor(eng, kserve.Limits{MaxElements: cfg.MaxTensorElements}), Clock: clk,
 		Logger: log.With("component", "runner"), LeaseFor: cfg.BatchLease,
-		// Enough in flight to keep many full bulk batches queued (16 of 64),
-		// well under the bulk queue limit (1,024 requests of eight items) so
-		// that items are not refused, and leases of 512 items: the store's
-		// cost per item falls with the lease size (BenchmarkLeaseComplete:
-		// 64 -> 512 items a lease, +70% items/s).
-		LeaseBatch: 512, Concurrency: 1024,
+		// Enough in flight to keep several full bulk batches queued, and well
+		// under the bulk queue limit (1,024) so that items are not refused.
+		LeaseBatch: 128, Concurrency: 512,
 		GuaranteedShare: cfg.BulkGuaranteedShare,
 		Pace: func(model string, share float64) {
 			if m, err := eng.Model(model); err == nil {
