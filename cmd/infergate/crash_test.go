@@ -336,42 +336,40 @@ func TestCrashRecovery(t *testing.T) {
 	}
 
 	var recs []crashRecord
-	rate := 0.0 // items/s, measured between polls
+	rate := 0.0 // items/s, measured between polls of earlier lives
 	for k := 0; k < kills; k++ {
-		b0, err := proc.getBatch(batchID)
-		if err != nil {
-			t.Fatalf("crash %d: poll: %v", k+1, err)
-		}
-		// Measure the rate over a short window, then wait a random time
-		// sized so that the remaining kills fit before the batch ends.
-		tm := time.Now()
-		time.Sleep(50 * time.Millisecond)
 		last, err := proc.getBatch(batchID)
 		if err != nil {
 			t.Fatalf("crash %d: poll: %v", k+1, err)
 		}
-		if d := finished(last) - finished(b0); d > 0 {
-			r := float64(d) / time.Since(tm).Seconds()
+		// Wait a random time sized so that the remaining kills fit before
+		// the batch ends: at most half of the work left over the kills to
+		// go, at the rate measured so far (a restarted server is ready
+		// within about a second and then runs thousands of items a
+		// second, so a fixed floor of tens of milliseconds would finish a
+		// 10,000-item batch in a dozen lives).
+		left := items - finished(last) - stuck()
+		maxWait := 2 * time.Second
+		if rate > 0 {
+			budget := time.Duration(float64(left) / 2 / float64(kills-k) / rate * float64(time.Second))
+			maxWait = min(maxWait, budget)
+		}
+		maxWait = max(maxWait, 10*time.Millisecond)
+		wait := 5*time.Millisecond + time.Duration(rng.Int64N(int64(maxWait-5*time.Millisecond)+1))
+		t1, f1 := time.Now(), finished(last)
+		deadline := t1.Add(wait)
+		for time.Now().Before(deadline) {
+			time.Sleep(min(10*time.Millisecond, time.Until(deadline)))
+			if b, err := proc.getBatch(batchID); err == nil {
+				last = b
+			}
+		}
+		if d := finished(last) - f1; d > 0 {
+			r := float64(d) / time.Since(t1).Seconds()
 			if rate == 0 {
 				rate = r
 			} else {
 				rate = 0.5*rate + 0.5*r
-			}
-		}
-		left := items - finished(last) - stuck()
-		maxWait := 2 * time.Second
-		if rate > 0 {
-			// Use at most half of the work left over the kills to go.
-			budget := time.Duration(float64(left) / 2 / float64(kills-k) / rate * float64(time.Second))
-			maxWait = min(maxWait, budget)
-		}
-		maxWait = max(maxWait, 60*time.Millisecond)
-		wait := 50*time.Millisecond + time.Duration(rng.Int64N(int64(maxWait-50*time.Millisecond)+1))
-		deadline := time.Now().Add(wait)
-		for time.Now().Before(deadline) {
-			time.Sleep(min(20*time.Millisecond, time.Until(deadline)))
-			if b, err := proc.getBatch(batchID); err == nil {
-				last = b
 			}
 		}
 		if terminal(last.Status) || last.Status == "finalizing" {
@@ -566,12 +564,12 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	n := max(len(recs), 1)
 	t.Logf("SUMMARY items=%d kills=%d completed=%d failed=%d output_lines=%d error_lines=%d lost=%d duplicated=%d "+
-		"ready_avg=%s ready_max=%s resume_avg=%s resume_max=%s redo_total=%d redo_max=%d (runner Concurrency 512, LeaseBatch 128) "+
+		"ready_avg=%s ready_max=%s resume_avg=%s resume_max=%s redo_total=%d redo_max=%d (runner Concurrency %d, LeaseBatch %d) "+
 		"final_wait=%s (batch_lease %s)",
 		items, len(recs), rc.Completed, rc.Failed, nOut, nErr, lost, dup,
 		(sumReady / time.Duration(n)).Round(time.Millisecond), maxReady.Round(time.Millisecond),
 		(sumResume / time.Duration(n)).Round(time.Millisecond), maxResume.Round(time.Millisecond),
-		sumRedo, maxRedo, time.Since(tw).Round(time.Millisecond), crashLeaseFor)
+		sumRedo, maxRedo, runnerConcurrency, runnerLeaseBatch, time.Since(tw).Round(time.Millisecond), crashLeaseFor)
 	if len(recs) < kills {
 		t.Errorf("only %d of %d kills happened before the batch finished", len(recs), kills)
 	}
