@@ -110,12 +110,17 @@ CREATE INDEX items_lease_owner ON items (lease_owner) WHERE state = 'leased';
 	// 3: fewer indexes to keep up to date per item. Leasing and completing
 	// an item went through four indexes; items_runnable and
 	// items_lease_owner changed on both. Leasing now takes pending items
-	// in seq order from items_state, and expired leases from
-	// items_lease_until (empty but for items in flight), and ReleaseLeases
-	// looks up each batch's leased items in items_state.
+	// in seq order from items_state, which carries next_attempt_at so that
+	// items waiting for a retry are skipped without reading their rows
+	// (every change of next_attempt_at changes the state too: no extra
+	// index writes), and expired leases from items_lease_until (empty but
+	// for items in flight); ReleaseLeases looks up each batch's leased
+	// items in items_state.
 	`
 DROP INDEX items_runnable;
 DROP INDEX items_lease_owner;
+DROP INDEX items_state;
+CREATE INDEX items_state ON items (batch_pk, state, seq, next_attempt_at);
 CREATE INDEX items_lease_until ON items (batch_pk, lease_until) WHERE state = 'leased';
 `,
 }

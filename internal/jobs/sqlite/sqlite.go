@@ -880,16 +880,23 @@ func (s *Store) LeaseItems(ctx context.Context, batchID, owner string, n int, le
 	return items, nil
 }
 
-const leaseSQL = `UPDATE items
+// The due items of a batch (?3) at a time (?4), in seq order, at most ?5:
+// pending ones from items_state (in seq order, next_attempt_at in the
+// index) and ones whose lease expired from items_lease_until.
+const (
+	leasePendingSQL = `SELECT seq FROM items INDEXED BY items_state
+		WHERE batch_pk = ?3 AND state = 'pending' AND next_attempt_at <= ?4 ORDER BY seq LIMIT ?5`
+	leaseExpiredSQL = `SELECT seq FROM items INDEXED BY items_lease_until
+		WHERE batch_pk = ?3 AND state = 'leased' AND lease_until <= ?4 ORDER BY seq LIMIT ?5`
+	leaseSQL = `UPDATE items
 	SET state = 'leased', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1
 	WHERE batch_pk = ?3 AND seq IN (
-		SELECT seq FROM (SELECT seq FROM items INDEXED BY items_state
-			WHERE batch_pk = ?3 AND state = 'pending' AND next_attempt_at <= ?4 ORDER BY seq LIMIT ?5)
+		SELECT seq FROM (` + leasePendingSQL + `)
 		UNION ALL
-		SELECT seq FROM (SELECT seq FROM items INDEXED BY items_lease_until
-			WHERE batch_pk = ?3 AND state = 'leased' AND lease_until <= ?4 ORDER BY seq LIMIT ?5)
+		SELECT seq FROM (` + leaseExpiredSQL + `)
 		ORDER BY seq LIMIT ?5)
 	RETURNING seq, custom_id, attempts, next_attempt_at, error`
+)
 
 // releaseSQL gives back owner's leases: each batch's leased items, by
 // items_state.
