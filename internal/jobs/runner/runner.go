@@ -347,7 +347,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-// tick looks at every active batch once.
+// tick looks at every active batch once, and then leases more for the
+// in-progress batches whose lease came back full, a lease each per round,
+// until the free slots or their due items run out: batches share the slots
+// a tick fills.
 func (r *Runner) tick(ctx, execCtx context.Context, items *sync.WaitGroup) {
 	batches, err := r.store.ActiveBatches(ctx)
 	if err != nil {
@@ -359,6 +362,11 @@ func (r *Runner) tick(ctx, execCtx context.Context, items *sync.WaitGroup) {
 	r.forget(batches)
 	r.noteBacklog(batches)
 	r.pace(r.clk.Now(), batches)
+	type leasing struct {
+		b     *jobs.Batch
+		model string
+	}
+	var more []leasing
 	for _, b := range batches {
 		if ctx.Err() != nil {
 			return
@@ -366,92 +374,116 @@ func (r *Runner) tick(ctx, execCtx context.Context, items *sync.WaitGroup) {
 		var err error
 		switch b.Status {
 		case jobs.StatusInProgress:
-			err = r.inProgress(ctx, execCtx, items, b)
+			var model string
+			var full bool
+			if model, full, err = r.inProgress(ctx, execCtx, items, b); full {
+				more = append(more, leasing{b, model})
+			}
 		case jobs.StatusFinalizing:
 			err = r.finalizing(ctx, b)
 		case jobs.StatusCancelling:
 			err = r.cancelling(ctx, b)
 		default: // validating belongs to the HTTP layer
 		}
-		if err != nil && ctx.Err() == nil {
-			if infergate.ErrorCode(err) == infergate.EConflict {
-				// Another actor moved the batch meanwhile: look again next time.
-				r.log.Debug("runner: batch changed under us", "batch", b.ID, "err", err)
-				continue
+		r.logDrive(ctx, b, err)
+	}
+	for len(more) > 0 && ctx.Err() == nil {
+		next := more[:0]
+		for _, l := range more {
+			full, err := r.lease(ctx, execCtx, items, l.b, l.model)
+			r.logDrive(ctx, l.b, err)
+			if full {
+				next = append(next, l)
 			}
-			r.log.Error("runner: driving batch", "batch", b.ID, "status", b.Status, "err", err)
 		}
+		more = next
 	}
 }
 
-func (r *Runner) inProgress(ctx, execCtx context.Context, items *sync.WaitGroup, b *jobs.Batch) error {
+// logDrive logs an error driving batch b, unless ctx ended or another
+// actor moved the batch meanwhile (it is looked at again next time).
+func (r *Runner) logDrive(ctx context.Context, b *jobs.Batch, err error) {
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	if infergate.ErrorCode(err) == infergate.EConflict {
+		r.log.Debug("runner: batch changed under us", "batch", b.ID, "err", err)
+		return
+	}
+	r.log.Error("runner: driving batch", "batch", b.ID, "status", b.Status, "err", err)
+}
+
+// inProgress drives an in_progress batch: to finalizing once it has
+// expired or every item is finished, else a lease of its due items (see
+// lease), returning the model it runs on and whether the lease was full.
+func (r *Runner) inProgress(ctx, execCtx context.Context, items *sync.WaitGroup, b *jobs.Batch) (model string, full bool, err error) {
 	now := r.clk.Now()
 	if !b.ExpiresAt.IsZero() && !now.Before(b.ExpiresAt) {
 		if err := r.store.UpdateBatchStatus(ctx, b.ID, jobs.StatusInProgress, jobs.StatusFinalizing, now); err != nil {
-			return err
+			return "", false, err
 		}
 		r.setTerminal(b.ID, jobs.StatusExpired)
 		b.Status, b.FinalizingAt = jobs.StatusFinalizing, now
-		return r.finalizing(ctx, b)
+		return "", false, r.finalizing(ctx, b)
 	}
 	if b.Completed+b.Failed >= b.Total {
 		if err := r.store.UpdateBatchStatus(ctx, b.ID, jobs.StatusInProgress, jobs.StatusFinalizing, now); err != nil {
-			return err
+			return "", false, err
 		}
 		r.setTerminal(b.ID, jobs.StatusCompleted)
 		b.Status, b.FinalizingAt = jobs.StatusFinalizing, now
-		return r.finalizing(ctx, b)
+		return "", false, r.finalizing(ctx, b)
 	}
-	model, err := r.cfg.ModelOf(b.Endpoint)
+	model, err = r.cfg.ModelOf(b.Endpoint)
 	if err != nil {
 		// No item of the batch can run: fail it as a whole.
-		return r.store.FinishBatch(ctx, b.ID, jobs.StatusInProgress, jobs.StatusFailed, now, jobs.Outcome{
+		return "", false, r.store.FinishBatch(ctx, b.ID, jobs.StatusInProgress, jobs.StatusFailed, now, jobs.Outcome{
 			Errors: []jobs.LineError{{Code: "invalid_endpoint", Message: infergate.ErrorMessage(err)}},
 		})
 	}
 
-	if r.storeDown.Load() {
+	full, err = r.lease(ctx, execCtx, items, b, model)
+	return model, full, err
+}
+
+// lease leases up to LeaseBatch of b's due items into free slots and
+// starts them, and reports whether it got a full lease (more may be due).
+func (r *Runner) lease(ctx, execCtx context.Context, items *sync.WaitGroup, b *jobs.Batch, model string) (full bool, err error) {
+	if r.storeDown.Load() || ctx.Err() != nil {
 		// Outcomes cannot be recorded (a full disk, say): leasing more
 		// would only spend the items' attempts. Wait for the collector to
 		// get through.
-		return nil
+		return false, nil
 	}
-	// Fill the free slots, a lease of at most LeaseBatch items at a time:
-	// reserve slots, then lease as many items, until the slots or the
-	// batch's due items run out.
-	for ctx.Err() == nil {
-		n := 0
-		for n < r.cfg.LeaseBatch {
-			select {
-			case r.sem <- struct{}{}:
-				n++
-				continue
-			default:
-			}
-			break
+	// Reserve slots, then lease as many items.
+	n := 0
+	for n < r.cfg.LeaseBatch {
+		select {
+		case r.sem <- struct{}{}:
+			n++
+			continue
+		default:
 		}
-		if n == 0 {
-			return nil
-		}
-		leased, err := r.store.LeaseItems(ctx, b.ID, r.cfg.Owner, n, r.cfg.LeaseFor)
-		for range n - len(leased) {
-			<-r.sem
-		}
-		if err != nil {
-			return err
-		}
-		if len(leased) > 0 {
-			items.Add(1)
-			go func() {
-				defer items.Done()
-				r.execute(execCtx, model, leased)
-			}()
-		}
-		if len(leased) < n {
-			return nil
-		}
+		break
 	}
-	return nil
+	if n == 0 {
+		return false, nil
+	}
+	leased, err := r.store.LeaseItems(ctx, b.ID, r.cfg.Owner, n, r.cfg.LeaseFor)
+	for range n - len(leased) {
+		<-r.sem
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(leased) > 0 {
+		items.Add(1)
+		go func() {
+			defer items.Done()
+			r.execute(execCtx, model, leased)
+		}()
+	}
+	return len(leased) == r.cfg.LeaseBatch, nil
 }
 
 // execute runs leased items (of one batch) together and sends each one's

@@ -748,3 +748,40 @@ func TestResultBodies(t *testing.T) {
 		t.Errorf("error line: %+v", l.Response)
 	}
 }
+
+// TestBatchesShareSlots checks that a poll fills the free slots a lease
+// per batch per round: with every item held running, two batches each get
+// half of the slots, and a lone batch gets all of them over several leases.
+func TestBatchesShareSlots(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		batches int
+		want    int // leased items per batch
+	}{
+		{"two batches", 2, 16},
+		{"one batch", 1, 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openStore(t, clock.Real{})
+			var bs []*jobs.Batch
+			for range tc.batches {
+				bs = append(bs, createBatch(t, st, 100, 24*time.Hour))
+			}
+			ex := newFakeExec()
+			ex.gate = make(chan struct{})
+			ex.gated = func(string) bool { return true }
+			cfg := testConfig(st, ex, "r1")
+			cfg.LeaseBatch, cfg.Concurrency = 4, 32
+			cfg.PollInterval = time.Hour // only the first poll, and wake-ups (none: nothing finishes)
+			_, stop := start(t, cfg)
+			waitFor(t, "every slot taken", func() bool { return ex.Waiting() == 32 })
+			for i, b := range bs {
+				if c := counts(t, st, b.ID); c.Leased != tc.want {
+					t.Errorf("batch %d: %d items leased, want %d", i, c.Leased, tc.want)
+				}
+			}
+			close(ex.gate)
+			stop()
+		})
+	}
+}
