@@ -384,14 +384,6 @@ func newID(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// NewLineID returns the id of an output line, "batch_req_" and 32 random
-// hex digits, as OpenAI's "batch_req_..." line ids.
-func NewLineID() string { return newID("batch_req_") }
-
-// NewRequestID returns the request_id of an output line's response,
-// "req_" and 32 random hex digits, as OpenAI's "req_..." request ids.
-func NewRequestID() string { return newID("req_") }
-
 // NewBatchID returns a batch id, "batch_" and 32 random hex digits.
 func NewBatchID() string { return newID("batch_") }
 

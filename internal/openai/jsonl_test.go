@@ -348,7 +348,7 @@ func TestIDs(t *testing.T) {
 	for _, tt := range []struct {
 		f      func() string
 		prefix string
-	}{{NewLineID, "batch_req_"}, {NewRequestID, "req_"}, {NewBatchID, "batch_"}, {NewFileID, "file-"}} {
+	}{{NewBatchID, "batch_"}, {NewFileID, "file-"}} {
 		a, b := tt.f(), tt.f()
 		if !strings.HasPrefix(a, tt.prefix) || len(a) != len(tt.prefix)+32 || a == b {
 			t.Errorf("ids %q, %q", a, b)

@@ -72,9 +72,10 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// IDSource makes output line and request ids like NewLineID and
-// NewRequestID, from a ChaCha8 stream seeded once from crypto/rand instead
-// of a system call per id. Not safe for concurrent use.
+// IDSource makes output line ids ("batch_req_...", as OpenAI's) and
+// response request ids ("req_..."), 32 random hex digits each, from a
+// ChaCha8 stream seeded once from crypto/rand instead of a system call per
+// id. Not safe for concurrent use.
 type IDSource struct{ r *mrand.ChaCha8 }
 
 // NewIDSource returns an IDSource with a fresh random seed.

@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -108,4 +109,26 @@ func BenchmarkOutputLine(b *testing.B) {
 			dst, _ = AppendOutputLine(dst[:0], l)
 		}
 	})
+}
+
+// TestOutputLineFields pins the fields AppendOutputLine writes by hand: a
+// field added to these types must be added there too (and here).
+func TestOutputLineFields(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		tags []string
+	}{
+		{BatchOutputLine{}, []string{"id", "custom_id", "response", "error"}},
+		{BatchResponse{}, []string{"status_code", "request_id", "body"}},
+		{BatchLineError{}, []string{"code", "message"}},
+	} {
+		typ := reflect.TypeOf(tc.v)
+		var tags []string
+		for i := range typ.NumField() {
+			tags = append(tags, typ.Field(i).Tag.Get("json"))
+		}
+		if !reflect.DeepEqual(tags, tc.tags) {
+			t.Errorf("%s: json tags %q, AppendOutputLine writes %q", typ.Name(), tags, tc.tags)
+		}
+	}
 }
