@@ -344,11 +344,13 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		// Wait a random time sized so that the remaining kills fit before
 		// the batch ends: at most half of the work left over the kills to
-		// go, at the rate measured so far (a restarted server is ready
-		// within about a second and then runs thousands of items a
-		// second, so a fixed floor of tens of milliseconds would finish a
-		// 10,000-item batch in a dozen lives).
+		// go, at the rate measured so far, and never past that many items
+		// (the first wait has no rate yet). A restarted server is ready
+		// within about a second and then runs thousands of items a second,
+		// so a fixed floor of tens of milliseconds would finish a
+		// 10,000-item batch in a dozen lives.
 		left := items - finished(last) - stuck()
+		budgetItems := max(left/2/(kills-k), 1)
 		maxWait := 2 * time.Second
 		if rate > 0 {
 			budget := time.Duration(float64(left) / 2 / float64(kills-k) / rate * float64(time.Second))
@@ -358,14 +360,15 @@ func TestCrashRecovery(t *testing.T) {
 		wait := 5*time.Millisecond + time.Duration(rng.Int64N(int64(maxWait-5*time.Millisecond)+1))
 		t1, f1 := time.Now(), finished(last)
 		deadline := t1.Add(wait)
-		for time.Now().Before(deadline) {
+		for time.Now().Before(deadline) && finished(last)-f1 < budgetItems {
 			time.Sleep(min(10*time.Millisecond, time.Until(deadline)))
 			if b, err := proc.getBatch(batchID); err == nil {
 				last = b
 			}
 		}
+		wait = time.Since(t1) // as waited: the item budget may end it early
 		if d := finished(last) - f1; d > 0 {
-			r := float64(d) / time.Since(t1).Seconds()
+			r := float64(d) / wait.Seconds()
 			if rate == 0 {
 				rate = r
 			} else {
@@ -488,7 +491,7 @@ func TestCrashRecovery(t *testing.T) {
 		sumRedo += r.redo
 		maxRedo = max(maxRedo, r.redo)
 	}
-	t.Logf("per crash (wait: random wait; idle: then waited for the process to hold a lease; seen: finished at the last poll before the kill; durable: done+failed in the store after it; "+
+	t.Logf("per crash (wait: the random wait, cut short at its share of the items left; idle: then waited for the process to hold a lease; seen: finished at the last poll before the kill; durable: done+failed in the store after it; "+
 		"+dur: committed after the last poll; redo: items leased by the killed process, to be executed again; "+
 		"leased: all leased items, earlier dead processes' included):%s", tbl.String())
 
