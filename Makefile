@@ -9,7 +9,7 @@ DATA     ?= ./data
 RUN      ?= .
 export INFERGATE_CACHE := $(CACHE)
 
-.PHONY: help run build test test-race test-nocgo test-bench-smoke bench bench-e2e crash-test lint fmt verify fetch clean
+.PHONY: help run build test test-race test-nocgo test-bench-smoke bench bench-e2e crash-test bigfile lint fmt verify fetch clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -45,6 +45,9 @@ bench-e2e: build fetch ## the goodput comparison of docs/benchmarks.md
 
 crash-test: build fetch ## SIGKILL the server during a batch and check it ends exactly once (CRASH_ITEMS, CRASH_KILLS)
 	scripts/crashtest.sh
+
+bigfile: build fetch ## stream 5,000- and 50,000-line batch files (~19 and ~190 MiB) end to end; server memory per size
+	scripts/bigfile.sh
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
